@@ -1,34 +1,26 @@
-"""The `action_runner` fixture the escape corpus runs through.
+"""The `action_runner` fixture the escape corpus runs through, once per layer.
 
-`sandbox.jail.Jail` when it can be imported (the runner tenant code really meets), else the
-in-process runner, which applies the same language policy without process isolation. The lead
-removes that fallback once the jail is in place. `ACTIONRUNNER_ESCAPES_RUNNER=inprocess` forces the
-in-process runner (the language policy alone, without the jail's other layers).
+Every attack runs twice: through `sandbox.jail.Jail` (what tenant code really meets: the policy inside
+a jailed child), and through the in-process runner, which applies the language policy alone. The
+second run keeps the policy honest on its own: an attack the jail catches but the policy lets through
+is a policy regression even though no tenant could exploit it.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
+from sandbox.execute import InProcessRunner
+from sandbox.jail import Jail
 from sandbox.runner import ActionRunner
 
 
-@pytest.fixture(scope="session")
-def action_runner() -> Iterator[ActionRunner]:
-    """One runner for the whole session, closed at the end."""
-    try:
-        if os.environ.get("ACTIONRUNNER_ESCAPES_RUNNER") == "inprocess":
-            raise ImportError("in-process runner forced")
-        from sandbox.jail import Jail
-    except ImportError:
-        from sandbox.execute import InProcessRunner
-
-        runner: ActionRunner = InProcessRunner()
-    else:
-        runner = Jail()
+@pytest.fixture(scope="session", params=["jail", "policy-only"])
+def action_runner(request: pytest.FixtureRequest) -> Iterator[ActionRunner]:
+    """One runner per layer for the whole session, closed at the end."""
+    runner: ActionRunner = Jail() if request.param == "jail" else InProcessRunner()
     try:
         yield runner
     finally:
