@@ -144,15 +144,23 @@ def test_a_tampered_resume_is_refused_with_exit_2(cli: Cli, tmp_path: Path) -> N
     assert (status, out) == (2, "") and "forged" in err
 
 
-def test_a_failed_flow_leaves_the_cache_as_it_was(cli: Cli, tmp_path: Path) -> None:
+def test_a_failed_flow_keeps_earlier_writes_and_drops_the_failing_actions(
+    cli: Cli, tmp_path: Path
+) -> None:
     boom = write(tmp_path, "boom.py", "def on_execute_post_challenge(event, api):\n"
+                                      "    api.cache.set('boom', 'written')\n"
                                       "    raise RuntimeError('down')\n")
+    peek = write(tmp_path, "peek.py", "def on_execute_post_challenge(event, api):\n"
+                                      "    print('boom record:', api.cache.get('boom'))\n")
     args = ("run", "--action", example("count_attempts.py"), "--action", boom,
             "--event", example("count_attempts.event.json"))
     status, out, _ = cli(*args)
     assert status == 0 and json.loads(out)["status"] == "failed"
+    # The attempt counted before the failure stands; the failing action's write does not.
     assert run_example(cli, "count_attempts")["logs"][-1]["message"].startswith(
-        "password reset attempt 1 of 3")
+        "password reset attempt 2 of 3")
+    status, out, _ = cli("run", "--action", peek, "--event", example("count_attempts.event.json"))
+    assert json.loads(out)["logs"][0]["message"] == "boom record: None\n"
 
 
 # -- unusable input: exit 2 and one line on stderr naming the file and the field -----------------

@@ -218,10 +218,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(str(exc), 3)
     except ActionRunnerError as exc:  # InvalidInput, InvalidEvent, ResumeRefused, LimitExceeded
         return _fail(str(exc))
-    if result.status != "failed":
-        now_ms = int(time.time() * 1000)
-        cache_rules.apply_commands(cache, result.commands, now_ms=now_ms, limits=limits)
-        _save_cache(cache_path, cache)
+    # Whatever the status, the result lists exactly the commands that stand (a failing action's own
+    # are never in it; earlier actions' are, as with a deny), so the cache gets exactly those.
+    now_ms = int(time.time() * 1000)
+    cache_rules.apply_commands(cache, result.commands, now_ms=now_ms, limits=limits)
+    _save_cache(cache_path, cache)
     print(result.model_dump_json(indent=2))
     return 0
 
