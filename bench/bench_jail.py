@@ -10,9 +10,11 @@ in one process, interleaved in rounds so machine noise hits all three alike:
 
     python -m bench.bench_jail [--rounds R] [--per-round N] [--fresh-per-round F]
 
-Prints p50 / p99 latency per execution, executions per CPU-second (all processes involved: "per
-core"), and the ratios the targets are stated in: jail p50 - in-process p50 (target < 1.5 ms) and
-fresh p50 / jail p50 (target >= 20).
+Prints p50 / p99 latency per execution, CPU ms per execution and executions per CPU-second (all
+processes involved: "per core"; on a 2-core worker CPU per execution decides throughput), the jail's
+CPU split (caller / fork server / jailed children, from the kernel's rusage figures in /proc), and
+the ratios the targets are stated in: jail p50 - in-process p50 (target < 1.5 ms) and fresh p50 /
+jail p50 (target >= 20).
 """
 
 from __future__ import annotations
@@ -83,10 +85,11 @@ def _fresh_run() -> None:
     json.loads(done.stdout)
 
 
-def _tree_cpu_seconds(pid: int) -> float:
-    """CPU of `pid` and its reaped children (utime, stime, cutime, cstime), in seconds."""
+def _server_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(CPU of the fork server itself, CPU of its reaped children), in seconds (rusage in /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
 
 
 def _own_cpu_seconds() -> float:
@@ -100,8 +103,10 @@ class Series:
     name: str
     latencies_ms: list[float] = dataclasses.field(default_factory=list)
     cpu_seconds: float = 0.0
+    # CPU seconds by process (caller, fork server, children), for the jail's series.
+    cpu_parts: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0])
 
-    def measure(self, runs: int, once: Callable[[], None], cpu: Callable[[], float],
+    def measure(self, runs: int, once: Callable[[], None], cpu: Callable[[], tuple[float, ...]],
                 pause_seconds: float = 0.0) -> None:
         before = cpu()
         for _ in range(runs):
@@ -110,7 +115,14 @@ class Series:
             started = time.perf_counter()
             once()
             self.latencies_ms.append((time.perf_counter() - started) * 1000)
-        self.cpu_seconds += cpu() - before
+        used = [after - first for first, after in zip(before, cpu())]
+        self.cpu_seconds += sum(used)
+        for index, value in enumerate(used):
+            self.cpu_parts[index] += value
+
+    def cpu_ms_per_run(self, part: int | None = None) -> float:
+        used = self.cpu_seconds if part is None else self.cpu_parts[part]
+        return used * 1000 / len(self.latencies_ms)
 
     def p(self, share: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -120,7 +132,7 @@ class Series:
         per_cpu_second = len(self.latencies_ms) / self.cpu_seconds if self.cpu_seconds else float("nan")
         return (f"{self.name:<28} n={len(self.latencies_ms):>5}  p50={self.p(0.5):8.3f} ms  "
                 f"p99={self.p(0.99):8.3f} ms  mean={statistics.fmean(self.latencies_ms):8.3f} ms  "
-                f"{per_cpu_second:8.0f} exec/CPU-s")
+                f"CPU {self.cpu_ms_per_run():7.3f} ms/exec  {per_cpu_second:6.0f} exec/CPU-s")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,22 +154,26 @@ def main(argv: list[str] | None = None) -> None:
         fork_server = jail.fork_server_pid
         assert fork_server is not None
 
-        def jail_cpu() -> float:
-            return time.process_time() + _tree_cpu_seconds(fork_server)
+        def jail_cpu() -> tuple[float, float, float]:
+            return (time.process_time(), *_server_cpu_seconds(fork_server))
 
         def jail_once() -> None:
             jail.run(REQUEST, timeout_seconds=20)
 
         for _ in range(args.rounds):
-            in_process.measure(args.per_round, lambda: run_handler(REQUEST), time.process_time)
+            in_process.measure(args.per_round, lambda: run_handler(REQUEST),
+                               lambda: (time.process_time(),))
             jail_busy.measure(args.per_round, jail_once, jail_cpu)
             jail_paused.measure(args.per_round // 4, jail_once, jail_cpu, args.pause_ms / 1000)
-            fresh.measure(args.fresh_per_round, _fresh_run, _own_cpu_seconds)
+            fresh.measure(args.fresh_per_round, _fresh_run, lambda: (_own_cpu_seconds(),))
 
     print(f"jail benchmark: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
           f"{args.rounds} interleaved rounds")
     for series in (in_process, jail_busy, jail_paused, fresh):
         print("  " + series.line())
+    for series in (jail_busy, jail_paused):
+        print(f"  {series.name + ', CPU ms/exec:':<40} caller {series.cpu_ms_per_run(0):.3f}  "
+              f"fork server {series.cpu_ms_per_run(1):.3f}  jailed children {series.cpu_ms_per_run(2):.3f}")
     print(f"  jail p50 - in-process p50:  back to back {jail_busy.p(0.5) - in_process.p(0.5):.3f} ms, "
           f"paused {jail_paused.p(0.5) - in_process.p(0.5):.3f} ms  (target < 1.5 ms)")
     print(f"  fresh p50 / jail p50:       back to back {fresh.p(0.5) / jail_busy.p(0.5):.1f}x, "

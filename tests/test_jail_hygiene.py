@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -222,3 +224,38 @@ def test_a_spare_killed_while_idle_is_replaced_without_losing_the_request() -> N
         run = jail.run(request("a@blocked.example"), timeout_seconds=5)
         assert run.outcome == "ok" and run.output is not None and len(run.output.commands) == 1
         assert jail.fork_server_pid == fork_server
+
+
+OWNER_SCRIPT = """
+import sys
+from sandbox.jail import Jail
+from sandbox.limits import MIB, Limits
+with Jail(Limits(action_cpu_seconds=1, action_memory_bytes=64 * MIB), _test_hooks=True) as jail:
+    jail.run_callable_for_tests("tests.jail_hostile", "sleep", 0)
+    print(jail.fork_server_pid, flush=True)
+    jail.run_callable_for_tests("tests.jail_hostile", "sleep", 120, timeout_seconds=120)
+"""
+
+
+@pytest.mark.parametrize("thread", ["main", "pool"])
+def test_a_killed_owner_takes_its_fork_server_and_running_child_along(thread: str) -> None:
+    # "pool": the Jail lives in a non-main thread, so only the socket's EOF (no parent-death signal)
+    # can tell the fork server its owner is gone.
+    script = OWNER_SCRIPT if thread == "main" else (
+        "import threading\nbody = " + repr(OWNER_SCRIPT) + "\n"
+        "worker = threading.Thread(target=exec, args=(body, {}))\nworker.start()\nworker.join()\n")
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                             cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert owner.stdout is not None
+        fork_server = int(owner.stdout.readline())
+        wait_for(lambda: any(sleeping(child) for child in children(fork_server)),
+                 "the owner's child is running its long request")
+        jailed = children(fork_server)  # the running child and the spare
+        owner.kill()
+        owner.wait()
+        for pid in [fork_server, *jailed]:
+            wait_for(lambda pid=pid: state(pid) in ("gone", "Z"), f"process {pid} dies")
+    finally:
+        owner.kill()
+        owner.wait()

@@ -3,6 +3,7 @@ told about, and the next run on the same Jail succeeds. Small limits keep the su
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -122,3 +123,20 @@ def test_check_reports_a_child_that_blows_up_as_one_limit_diagnostic() -> None:
         found = jail.check(action("pass"), name="slow", timeout_seconds=0.000_001)
     assert [(d.kind, d.line, d.column) for d in found] == [("limit", 1, 0)]
     assert "wall clock" in found[0].message
+
+
+def test_a_request_is_held_to_its_own_limits_not_the_jails(jail: Jail) -> None:
+    tighter = Limits(action_cpu_seconds=1, action_memory_bytes=16 * MIB, action_output_max_bytes=4096)
+    def own(body: str) -> ActionRequest:
+        return dataclasses.replace(request(action(body)), limits=tighter)
+
+    run = jail.run(own("x = 'a' * (40 * 1024 * 1024)"), timeout_seconds=TIMEOUT_SECONDS)
+    assert (run.outcome, run.detail) == ("memory_limit", "ran out of memory (limit 16 MiB)")
+    run = jail.run(own("api.prompt.render('p', vars={'k': 'x' * 10000})"), timeout_seconds=TIMEOUT_SECONDS)
+    assert run.outcome == "output_too_large" and run.detail.startswith("answer over 4 KiB")
+    # The same requests within the Jail's own (larger) limits succeed.
+    assert jail.run(request(action("x = 'a' * (40 * 1024 * 1024)")),
+                    timeout_seconds=TIMEOUT_SECONDS).outcome == "ok"
+    assert jail.run(request(action("api.prompt.render('p', vars={'k': 'x' * 10000})")),
+                    timeout_seconds=TIMEOUT_SECONDS).outcome == "ok"
+    assert_next_run_succeeds(jail)

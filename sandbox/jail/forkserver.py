@@ -11,14 +11,19 @@ requests except compiled code objects of sources that already compiled cleanly i
 Each child is forked *before* its request arrives (the "spare"): as soon as one request has been
 handed to its child (and wiped here), the next spare is forked and jails itself (and, on an idle
 worker, warms up) while the current child runs. Fork and set-up are then off the request's critical
-path, which is a pipe write, the run, the child's exit and a wait4.
+path, which is a pipe write, the run, the child's exit and a wait4. A request whose limits differ
+from the spare's gets a child of its own. The fork server exits when the Jail's socket closes, even
+mid-run (the child is killed first), and, when started from the Jail's main thread, by a
+parent-death signal too (forking.py).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import gc
 import importlib
+import math
 import os
 import signal
 import socket
@@ -29,8 +34,11 @@ from typing import Any
 
 from sandbox.jail import layers, wire
 from sandbox.jail.child import ChildPlan, run_spare_child, write_all
-from sandbox.jail.jobs import Runtime
-from sandbox.jail.supervise import Answer, ChildFacts, kill_child, watch_child
+from sandbox.jail.forking import die_with_owner, fork_without_hooks, single_threaded
+from sandbox.jail.jobs import REQUEST_LIMIT_FIELDS, Runtime
+from sandbox.jail.supervise import (
+    Answer, AnswerBuffer, ChildFacts, OwnerGone, cpu_ms_of, kill_child, read_proc, watch_child,
+)
 from sandbox.limits import Limits
 from sandbox.runner import source_hash
 
@@ -51,19 +59,29 @@ class Spare:
 def _resident_kb(pid: int) -> int:
     """The process's resident size in KiB (0 if it is gone)."""
     try:
-        with open(f"/proc/{pid}/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE_KB
+        return int(read_proc(f"/proc/{pid}/statm").split()[1]) * _PAGE_KB
     except (OSError, IndexError, ValueError):
         return 0
 
 
-def _cpu_ms(pid: int) -> float:
-    """CPU time the process has used so far, in ms (its set-up and warm-up, for a spare)."""
-    try:
-        with open(f"/proc/{pid}/schedstat", "rb") as schedstat:
-            return int(schedstat.read().split()[0]) / 1e6
-    except (OSError, IndexError, ValueError):
-        return 0.0
+def request_limits(base: Limits, header: dict[str, Any]) -> Limits:
+    """`base` with the request's own CPU, memory and answer bounds from `header["limits"]` (absent:
+    `base`). Raises TypeError/ValueError when a bound is missing, not a number or not positive."""
+    given = header.get("limits")
+    if given is None:
+        return base
+    changes: dict[str, Any] = {}
+    for name in REQUEST_LIMIT_FIELDS:
+        value = given[name]
+        kind = float if name == "action_cpu_seconds" else int
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"limits.{name} must be a number")
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"limits.{name} must be positive")
+        changes[name] = kind(value)
+    if all(getattr(base, name) == value for name, value in changes.items()):
+        return base  # the usual case: no new Limits per request
+    return dataclasses.replace(base, **changes)
 
 
 def _freeze_heap() -> None:
@@ -83,6 +101,9 @@ class ForkServer:
         self.test_hooks = test_hooks
         self.known_compiled: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.spare: Spare | None = None
+        self.answers = AnswerBuffer(plan.limits.action_output_max_bytes + 2)
+        # The fork server starts no thread; should a library ever start one, use the safe os.fork.
+        self.fork = fork_without_hooks if single_threaded() else os.fork
 
     def serve(self) -> None:
         """Answer requests until the Jail closes its end (then return).
@@ -102,11 +123,15 @@ class ForkServer:
                 facts, answer = self.handle(header, payload)
             except (KeyError, TypeError, ValueError) as exc:
                 wire.wipe(payload)
-                wire.send_json(self.sock, {"error": f"malformed request: {exc!r}"})
+                wire.send_report(self.sock, {"error": f"malformed request: {exc!r}"}, b"")
                 continue
-            wire.send_json(self.sock, {"facts": facts.to_json()})
-            wire.send_view(self.sock, answer.view())
-            wire.wipe(answer.buffer)
+            except OwnerGone:
+                return  # the Jail's process died mid-run: its child is dead, now so are we
+            try:
+                with answer.view() as view:
+                    wire.send_report(self.sock, {"facts": facts.to_json()}, view)
+            finally:
+                answer.wipe()
             del header, payload, facts, answer  # nothing tenant-specific stays between requests
 
     def handle(self, header: dict[str, Any], payload: bytearray) -> tuple[ChildFacts, Answer]:
@@ -117,9 +142,11 @@ class ForkServer:
         if source is not None and not isinstance(source, str):
             raise TypeError("source must be a string")
         if op == "run":
+            limits = request_limits(self.plan.limits, header)
             digest = source_hash(source)
             known = digest in self.known_compiled
-            facts, answer = self._dispatch(payload, timeout_seconds, mark_compiled=not known)
+            facts, answer = self._dispatch(
+                payload, timeout_seconds, mark_compiled=not known, limits=limits)
             if facts.compiled:
                 self._remember_compiled(digest, source)
             elif known:
@@ -152,14 +179,14 @@ class ForkServer:
             self.known_compiled.popitem(last=False)
         _freeze_heap()
 
-    def _fork_spare(self) -> Spare:
+    def _fork_spare(self, plan: ChildPlan | None = None) -> Spare:
         request_read, request_write = os.pipe()
         result_read, result_write = os.pipe()
-        pid = os.fork()
+        pid = self.fork()
         if pid == 0:  # the child: never returns (no try/finally of ours spans this fork)
             os.close(request_write)
             os.close(result_read)
-            run_spare_child(self.plan, request_read, result_write, self.runtime)
+            run_spare_child(plan or self.plan, request_read, result_write, self.runtime)
         os.close(request_read)
         os.close(result_write)
         return Spare(pid=pid, request_fd=request_write, result_fd=result_read)
@@ -185,11 +212,21 @@ class ForkServer:
         return self._fork_spare()
 
     def _dispatch(
-        self, payload: bytearray, timeout_seconds: float, *, mark_compiled: bool = False
+        self, payload: bytearray, timeout_seconds: float, *, mark_compiled: bool = False,
+        limits: Limits | None = None,
     ) -> tuple[ChildFacts, Answer]:
-        spare = self._take_spare()
+        """Hand `payload` to a child set up for `limits` (the spare when they are the Jail's; else a
+        child forked for this request alone) and watch it. Raises OwnerGone (see watch_child)."""
+        limits = limits or self.plan.limits
+        own_limits = limits is not self.plan.limits and limits != self.plan.limits
+        if own_limits:
+            # The spare's rlimits are the Jail's: a request with other limits gets its own child
+            # (forked with this request's payload in memory: its own, which it is about to receive).
+            spare = self._fork_spare(dataclasses.replace(self.plan, limits=limits))
+        else:
+            spare = self._take_spare()
         baseline_rss_kb = _resident_kb(spare.pid)
-        cpu_before_ms = _cpu_ms(spare.pid)
+        cpu_before_ms = cpu_ms_of(spare.pid)
         started = time.monotonic()
         try:
             write_all(spare.request_fd, b"1" if mark_compiled else b"0")
@@ -198,15 +235,20 @@ class ForkServer:
             pass  # the spare died (set-up failed?): watch_child reports how
         os.close(spare.request_fd)
         wire.wipe(payload)
-        # SECURITY: only now, with the payload wiped, may the next child be forked (it inherits
-        # this process's memory). Forking it while this child runs overlaps the two on two cores.
-        self.spare = self._fork_spare()
-        return watch_child(
-            spare.pid, spare.result_fd, started=started, timeout_seconds=timeout_seconds,
-            max_output_bytes=self.plan.limits.action_output_max_bytes,
-            expect_marker=mark_compiled, baseline_rss_kb=baseline_rss_kb,
-            cpu_before_ms=cpu_before_ms,
-        )
+        if self.spare is None:
+            # SECURITY: only now, with the payload wiped, may the next child be forked (it inherits
+            # this process's memory). Forking it while this child runs overlaps the two on two cores.
+            self.spare = self._fork_spare()
+        try:
+            return watch_child(
+                spare.pid, spare.result_fd, started=started, timeout_seconds=timeout_seconds,
+                max_output_bytes=limits.action_output_max_bytes,
+                expect_marker=mark_compiled, baseline_rss_kb=baseline_rss_kb,
+                cpu_before_ms=cpu_before_ms, answer_buffer=self.answers, owner=self.sock,
+            )
+        except OwnerGone:
+            self._discard_spare()
+            raise
 
 
 def main(argv: list[str]) -> None:
@@ -214,6 +256,8 @@ def main(argv: list[str]) -> None:
     sock = socket.socket(fileno=int(argv[0]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Jail decides when we stop, not a terminal
     config = wire.recv_json(sock)
+    if config.get("owner_pid"):
+        die_with_owner(int(config["owner_pid"]))
     limits = Limits(**config["limits"])
     test_hooks = bool(config.get("test_hooks", False))
     try:
@@ -236,6 +280,9 @@ def main(argv: list[str]) -> None:
         limits=limits, fork_server_pid=os.getpid(), seccomp=child_filter,
         drop_privileges=state["drop_privileges"] == layers.ON, landlock_ruleset_fd=ruleset_fd,
     )
+    # The interpreter has started: the little environment it was given is no longer needed, and
+    # children inherit an empty one (each still clears its own: child.clear_environment).
+    os.environ.clear()
     wire.send_json(sock, {"hello": {"pid": os.getpid(), "layers": state}})
     ForkServer(sock, plan, runtime, test_hooks).serve()
     sys.exit(0)

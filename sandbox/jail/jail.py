@@ -15,6 +15,7 @@ import base64
 import dataclasses
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from typing import Any
 
 from sandbox.errors import InvalidInput, JailBroken, JailUnavailable
 from sandbox.jail import wire
+from sandbox.jail.jobs import REQUEST_LIMIT_FIELDS, request_to_json
 from sandbox.jail.status import classify_check, classify_run, death_outcome, limit_diagnostic
 from sandbox.jail.supervise import ChildFacts
 from sandbox.limits import DEFAULT_LIMITS, Limits
@@ -89,7 +91,12 @@ class _Server:
         self._finalizer = weakref.finalize(self, _stop, self.process, parent_sock)
         try:
             parent_sock.settimeout(_START_TIMEOUT_SECONDS)
-            wire.send_json(parent_sock, {"limits": dataclasses.asdict(limits), **config})
+            # PR_SET_PDEATHSIG follows the thread that started the fork server, not the process:
+            # ask for it only from the main thread (a pool thread may exit while the Jail lives on).
+            # The fork server also exits when this socket closes, which covers every case.
+            owner = os.getpid() if threading.current_thread() is threading.main_thread() else 0
+            wire.send_json(parent_sock, {"limits": dataclasses.asdict(limits), "owner_pid": owner,
+                                         **config})
             hello = wire.recv_json(parent_sock)
         except (OSError, wire.WireError) as exc:
             self.stop()
@@ -118,12 +125,10 @@ class _Server:
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"the request is not plain JSON data: {exc}", source="job") from None
         self.sock.settimeout(wait_seconds)
-        wire.send_json(self.sock, header)
-        wire.send_frame(self.sock, encoded)
-        report = wire.recv_json(self.sock)
+        wire.send_frames(self.sock, json.dumps(header, separators=(",", ":")).encode(), encoded)
+        report, answer = wire.recv_report(self.sock, max_answer_bytes)
         if "facts" not in report:
             raise JailBroken(f"the fork server refused a request: {report.get('error', report)}")
-        answer = wire.recv_frame(self.sock, max_answer_bytes)
         try:
             facts = ChildFacts.from_json(report["facts"])
         except (TypeError, ValueError) as exc:
@@ -134,9 +139,12 @@ class _Server:
 class Jail:
     """Runs tenant code in jailed children of one lazily started fork server (see module doc).
 
-    `limits` bounds every child (CPU, memory, answer size). `strict=True` refuses to run (raising
-    JailUnavailable naming the layer) when the kernel refuses any isolation layer; `strict=False`
-    warns once and runs with the layers it has. One caller at a time (a lock serialises calls).
+    `limits` bounds every child (CPU, memory, answer size) of `check` and the test hook; a `run` is
+    held to (and reported in terms of) its own `request.limits`: a request whose CPU, memory or
+    answer bounds differ from the Jail's gets a child forked for it alone (no spare: slower).
+    `strict=True` refuses to run (raising JailUnavailable naming the layer) when the kernel refuses
+    any isolation layer; `strict=False` warns once and runs with the layers it has. One caller at a
+    time (a lock serialises calls).
     `_test_hooks` enables `run_callable_for_tests`; `_pretend_refused` makes the fork server report
     those layers as refused (both for tests only).
     """
@@ -238,16 +246,21 @@ class Jail:
         something that is not JSON data), JailUnavailable (strict, a layer is refused) or
         JailBroken (the fork server cannot start).
         """
-        header = {"op": "run", "timeout_seconds": timeout_seconds, "source": request.source}
-        payload = {"op": "run", "request": dataclasses.asdict(request)}
-        result = self._exchange(header, payload, self.limits.action_output_max_bytes)
+        limits = request.limits
+        header = {
+            "op": "run", "timeout_seconds": timeout_seconds, "source": request.source,
+            # The request's own bounds are the ones its child is held to (and reported in).
+            "limits": {name: getattr(limits, name) for name in REQUEST_LIMIT_FIELDS},
+        }
+        payload = {"op": "run", "request": request_to_json(request)}
+        result = self._exchange(header, payload, limits.action_output_max_bytes)
         if result is None:
             return ActionRun(
                 outcome="crashed", output=None, wall_ms=0.0, cpu_ms=0.0, peak_memory_kb=0,
                 detail="the jail's fork server died while running this action",
             )
         facts, answer = result
-        return classify_run(facts, answer, self.limits, timeout_seconds)
+        return classify_run(facts, answer, limits, timeout_seconds)
 
     def check(
         self, source: str | bytes, *, name: str, timeout_seconds: float | None = None

@@ -13,6 +13,7 @@ request pipe); the answer goes to the result pipe:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib
 import json
 import os
@@ -71,6 +72,22 @@ class Runtime:
             limits=limits,
         )
         self.run_handler(request).model_dump_json()
+
+
+# The bounds a request carries to its own child (the Jail's header; forkserver.request_limits reads
+# them, each must be > 0); the rest of `Limits` is the Jail's.
+REQUEST_LIMIT_FIELDS = ("action_cpu_seconds", "action_memory_bytes", "action_output_max_bytes")
+
+
+def request_to_json(request: ActionRequest) -> dict[str, Any]:
+    """The request as JSON data (`request_from_json` reads it back). Unlike dataclasses.asdict it
+    does not deep-copy the event and cache: json.dumps only reads them."""
+    return {
+        "action": request.action, "source": request.source, "handler": request.handler,
+        "event": request.event, "now_ms": request.now_ms, "cache": request.cache,
+        "continue_request": request.continue_request,
+        "limits": dataclasses.asdict(request.limits),
+    }
 
 
 def request_from_json(data: dict[str, Any]) -> ActionRequest:

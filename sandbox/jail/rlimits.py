@@ -21,8 +21,11 @@ _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 def current_address_space_bytes() -> int:
     """The calling process's virtual address space size (VmSize), in bytes."""
-    with open("/proc/self/statm", "rb") as statm:
-        return int(statm.read().split()[0]) * _PAGE_BYTES
+    fd = os.open("/proc/self/statm", os.O_RDONLY)  # not open(): a child's set-up stays lean
+    try:
+        return int(os.read(fd, 512).split()[0]) * _PAGE_BYTES
+    finally:
+        os.close(fd)
 
 
 def cpu_limits_seconds(limits: Limits) -> tuple[int, int]:
