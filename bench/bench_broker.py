@@ -1,11 +1,15 @@
-"""The broker benchmark (prints, never asserts): a no-op Celery round trip (the floor) side by side
-with a full execution of an example action, through the same Redis and the same worker.
+"""The broker benchmark (prints, never asserts): a no-op round trip (the floor) side by side with a
+full execution of an example action, through the same client path, Redis, worker and reply path.
 
     python -m bench.bench_broker [--jobs N] [--threads T]
 
-Measures p50 / p99 round trip and jobs/s, sequential and with T client threads; worker-side CPU ms
-per job (every process of the worker's tree: main, pool, fork server, and the jailed children they
-reaped, from /proc/<pid>/stat); and how evenly three workers share jobs.
+The no-op is `client.noop`: the same event checked and sent as by `client.execute`, answered by a
+worker task that runs nothing, with a Result parsed by the client; so the difference between the two
+rows is exactly the worker's execution work. Measures p50 / p99 round trip and jobs/s, sequential
+and with T client threads; worker CPU ms per job over every process of the worker's tree, split into
+the main process, the pool processes and the jail (fork servers and the jailed children they reaped:
+grandchildren of the pool processes), from /proc/<pid>/stat; the client's own CPU ms per job (it
+shares the machine); and how evenly three workers share jobs.
 Redis: $REDIS_URL, else 127.0.0.1:6379, else a private redis-server.
 """
 
@@ -35,10 +39,12 @@ def _redis_url() -> tuple[str, Any]:
     return server.url, server
 
 
-def _tree_cpu_seconds(root: int) -> float:
-    """User + system CPU of `root` and every live descendant, plus what they reaped (seconds)."""
+def _tree_cpu_seconds(root: int) -> tuple[float, float, float]:
+    """CPU seconds (user + system) of `root`'s process tree: (main, pool, jail) = depth 0, 1 and
+    2+. A live process counts its own CPU at its depth and what it reaped (cutime + cstime: children
+    that exited, e.g. each jailed child reaped by its fork server) one level deeper."""
     ticks = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
+    stats: dict[int, tuple[int, float, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -46,16 +52,18 @@ def _tree_cpu_seconds(root: int) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        ppid = int(fields[1])
-        cpu = sum(int(f) for f in fields[11:15]) / ticks  # utime stime cutime cstime
-        stats[int(entry.name)] = (ppid, cpu)
-    total, frontier = 0.0, [root]
+        own = (int(fields[11]) + int(fields[12])) / ticks  # utime stime
+        reaped = (int(fields[13]) + int(fields[14])) / ticks  # cutime cstime
+        stats[int(entry.name)] = (int(fields[1]), own, reaped)
+    by_depth = [0.0, 0.0, 0.0]
+    frontier = [(root, 0)]
     while frontier:
-        pid = frontier.pop()
+        pid, depth = frontier.pop()
         if pid in stats:
-            total += stats[pid][1]
-        frontier.extend(child for child, (ppid, _) in stats.items() if ppid == pid)
-    return total
+            by_depth[min(depth, 2)] += stats[pid][1]
+            by_depth[min(depth + 1, 2)] += stats[pid][2]
+        frontier.extend((child, depth + 1) for child, (ppid, _, _) in stats.items() if ppid == pid)
+    return by_depth[0], by_depth[1], by_depth[2]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -91,7 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the figures; returns 0."""
     import json
 
-    from broker.app import NOOP_TASK
     from tests.support.workers import deployment
 
     parser = argparse.ArgumentParser(description="actionrunner broker benchmark")
@@ -108,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             worker_pid = workers[0].process.pid  # type: ignore[union-attr]
 
             def noop() -> Any:
-                return client.app.tasks[NOOP_TASK].apply_async(args=(None,), expires=60).get(timeout=60)
+                return client.noop("bench", event, timeout=60)
 
             def execute() -> Any:
                 return client.execute("bench", event, timeout=60)
@@ -116,21 +123,27 @@ def main(argv: list[str] | None = None) -> int:
             for call in (noop, execute):  # warm up: pool processes, jails, connections
                 _measure(call, 20, 2)
             rows = {}
-            print(f"\n{'':26}{'p50 ms':>8}{'p99 ms':>8}{'jobs/s':>9}{'worker CPU ms/job':>19}")
-            for label, call in (("no-op task", noop), ("execute " + EXAMPLE, execute)):
+            print(f"\n{'':34}{'p50 ms':>8}{'p99 ms':>8}{'jobs/s':>8}   worker CPU ms/job: "
+                  f"{'all':>5} {'main':>5} {'pool':>5} {'jail':>5}   client CPU ms/job")
+            for label, call in (("no-op", noop), ("execute " + EXAMPLE, execute)):
                 for threads in (1, args.threads):
                     cpu_before = _tree_cpu_seconds(worker_pid)
+                    client_before = time.process_time()
                     times, wall = _measure(call, args.jobs, threads)
-                    cpu_ms = (_tree_cpu_seconds(worker_pid) - cpu_before) * 1000 / args.jobs
+                    client_ms = (time.process_time() - client_before) * 1000 / args.jobs
+                    cpu_ms = [(after - before) * 1000 / args.jobs
+                              for before, after in zip(cpu_before, _tree_cpu_seconds(worker_pid))]
                     p50, p99 = statistics.median(times), _percentile(times, 0.99)
                     rows[(label, threads)] = (p50, args.jobs / wall)
                     name = f"{label}, {threads} thread{'s' if threads > 1 else ''}"
-                    print(f"{name:26}{p50:8.2f}{p99:8.2f}{args.jobs / wall:9.0f}{cpu_ms:19.2f}")
+                    print(f"{name:34}{p50:8.2f}{p99:8.2f}{args.jobs / wall:8.0f}   {'':19}"
+                          f"{sum(cpu_ms):5.2f} {cpu_ms[0]:5.2f} {cpu_ms[1]:5.2f} {cpu_ms[2]:5.2f}"
+                          f"   {client_ms:17.2f}")
             exec_label = "execute " + EXAMPLE
             print(f"\nexecution p50 / no-op p50 (sequential): "
-                  f"{rows[(exec_label, 1)][0] / rows[('no-op task', 1)][0]:.2f}x (target <= 1.5x)")
+                  f"{rows[(exec_label, 1)][0] / rows[('no-op', 1)][0]:.2f}x (target <= 1.5x)")
             print(f"execution / no-op throughput ({args.threads} threads): "
-                  f"{rows[(exec_label, args.threads)][1] / rows[('no-op task', args.threads)][1]:.2f}x"
+                  f"{rows[(exec_label, args.threads)][1] / rows[('no-op', args.threads)][1]:.2f}x"
                   f" (target >= 0.7x)")
 
         with deployment(url, workers=3, concurrency=1) as (client, workers):

@@ -6,9 +6,10 @@ redelivery bound). `create_app(settings)` builds a configured app with the tasks
 registered on it. With no broker URL the app is *embedded*: tasks run eagerly in the calling process
 against in-memory stores, so the whole pipeline works on a machine without Redis.
 
-Every Redis key Celery and kombu write (queues, unacked messages, task results) lives under
-`f"{settings.prefix}:celery:"` (kombu's and the result backend's `global_keyprefix`), so two
-deployments (or two test runs) sharing one Redis never see each other's queues or results.
+Every Redis key Celery and kombu write (queues, unacked messages) lives under
+`f"{settings.prefix}:celery:"` (kombu's `global_keyprefix`), and every reply under
+`f"{settings.prefix}:reply:"`, so two deployments (or two test runs) sharing one Redis never see each
+other's queues or replies. Celery has no result backend here: see broker/replies.py.
 
 `celery -A broker.app worker` works too: the module attribute `app` is built lazily from the
 environment (`Settings.from_env`).
@@ -46,6 +47,7 @@ class Settings:
     `restore_interval_seconds`: how often a worker sweeps for such abandoned messages.
     `max_deliveries`: a job delivered more often than this (its worker keeps dying) gets a stored
     `failed` result with type WorkerError instead of running again.
+    `reply_ttl_seconds`: how long a job's reply waits on its list for a client that is late.
     """
 
     broker_url: str | None = None
@@ -148,11 +150,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # side (a stuck store call): soft raises in the task, hard kills the pool process.
         "task_soft_time_limit": limits.execution_wall_seconds + 10,
         "task_time_limit": limits.execution_wall_seconds + 20,
-        # Celery results are only the reply channel to the waiting client (the durable result is
-        # in the ResultStore); keep them long enough for a slow client, no longer.
-        "result_expires": settings.reply_ttl_seconds,
-        "task_ignore_result": False,
-        "result_extended": False,
+        # No Celery results: the durable result is in the ResultStore, and the reply travels on the
+        # job's own list (broker/replies.py: one RPUSH on the worker, one BLPOP on the client),
+        # cheaper than the result backend's SET + PUBLISH and per-job SUBSCRIBE / UNSUBSCRIBE.
+        "task_ignore_result": True,
         # Request/response: no events, no gossip, no remote control broadcast traffic.
         "worker_send_task_events": False,
         "task_send_sent_event": False,
@@ -184,9 +185,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.broker_url,
         # kombu's Redis transport, minus one way to crash it: see broker/transport.py.
         "broker_transport": "broker.transport:GuardedRedisTransport",
-        "result_backend": settings.broker_url,
         "broker_transport_options": transport_options,
-        "result_backend_transport_options": {"global_keyprefix": settings.celery_keyprefix},
         "redis_socket_timeout": 10,
         "redis_socket_connect_timeout": 5,
         # Publishing retries briefly, then fails: the client turns that into one clear error.

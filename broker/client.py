@@ -8,27 +8,34 @@ WorkerError (the worker or the broker failed; not the tenant's code, which gives
 
 The registry calls (`bind`, `list_actions`, `versions`) go straight to the stores; compilation
 (`upload_action`) and executions go through the broker to a worker, because only a worker has a jail.
+A job's message carries the job as ONE JSON string (validated here, validated once more by the worker
+straight from that string); its reply comes back on a per-job list (broker/replies.py), not through
+Celery's result backend.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from celery.exceptions import TimeoutError as CeleryTimeout
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 
-from broker.app import EXECUTE_TASK, RESUME_TASK, TRIGGER, UPLOAD_TASK, Settings, create_app
-from broker.replies import Reply, raise_for
+from broker.app import (
+    EXECUTE_TASK, NOOP_TASK, RESUME_TASK, TRIGGER, UPLOAD_TASK, Settings, create_app,
+)
+from broker.jobs import event_json, job_json
+from broker.replies import (
+    WAIT_SLICE_SECONDS, Reply, parse_reply, raise_for, reply_max_bytes, wait_reply,
+)
 from broker.stores import ActionVersion, Binding, Stores
-from sandbox.errors import ExecutionTimeout, InvalidEvent, InvalidInput, WorkerError
+from sandbox.errors import ExecutionTimeout, InvalidInput, WorkerError
 from sandbox.limits import DEFAULT_LIMITS, Limits
-from sandbox.models import ContinueRequest, Event, Result, ResumeInfo, event_to_dict, parse_event
+from sandbox.models import ContinueRequest, Event, Result, ResumeInfo
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 EXECUTION_ID_MAX_CHARS = 200
@@ -44,19 +51,33 @@ def _stores_errors() -> Iterator[None]:
         raise WorkerError(f"cannot reach the stores: {type(exc).__name__}: {exc}") from None
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """A job handed to the broker: its id (the Celery task id) and, in embedded mode, its outcome."""
+
+    job_id: str
+    eager: Any = None
+
+
 class PendingJob:
     """A submitted execution or resume; `wait()` returns its Result by the submission's deadline."""
 
-    def __init__(self, execution_id: str, async_result: Any, deadline: float) -> None:
+    def __init__(self, client: ActionRunnerClient, execution_id: str, sent: _Sent,
+                 deadline: float) -> None:
         self.execution_id = execution_id
         self.worker: str | None = None  # who answered, once `wait` returned
-        self._async = async_result
+        self._client = client
+        self._sent = sent
         self._deadline = deadline
+        self._reply: Reply | None = None
 
     def wait(self) -> Result:
         """The job's Result. Raises ExecutionTimeout at the deadline (monotonic clock), WorkerError,
         or the job's own error (UnknownTenant, NothingBound, InvalidEvent, ResumeRefused...)."""
-        reply = _wait_reply(self._async, self._deadline, what=f"execution {self.execution_id}")
+        if self._reply is None:  # the reply is popped from Redis once; `wait` may be called again
+            self._reply = self._client._wait(self._sent, self._deadline,
+                                             what=f"execution {self.execution_id}")
+        reply = self._reply
         self.worker = reply.worker
         if not reply.ok or reply.result is None:
             raise_for(reply.error)
@@ -64,29 +85,6 @@ class PendingJob:
             return Result.model_validate_json(reply.result)  # type: ignore[arg-type]
         except ValidationError as exc:
             raise WorkerError(f"the worker's result is not a result document: {exc}") from None
-
-
-def _wait_reply(async_result: Any, deadline: float, *, what: str) -> Reply:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise ExecutionTimeout(f"no worker answered {what} before the deadline")
-    try:
-        value = async_result.get(timeout=remaining, propagate=False, disable_sync_subtasks=False)
-    except CeleryTimeout:
-        raise ExecutionTimeout(
-            f"no worker answered {what} within the deadline; it may still run and be stored"
-        ) from None
-    except (OperationalError, OSError) as exc:
-        raise WorkerError(f"lost the broker while waiting for {what}: {exc}") from None
-    state = async_result.state
-    if state == "REVOKED":
-        raise ExecutionTimeout(f"{what} expired in the queue before a worker took it")
-    if state != "SUCCESS":
-        raise WorkerError(f"the worker failed {what}: {type(value).__name__}: {value}")
-    try:
-        return Reply.model_validate(value)
-    except ValidationError as exc:
-        raise WorkerError(f"the worker's reply to {what} is malformed: {exc}") from None
 
 
 class ActionRunnerClient:
@@ -106,6 +104,15 @@ class ActionRunnerClient:
         self.default_timeout_seconds = default_timeout_seconds
         self.app = create_app(self.settings)
         self._stores: Stores | None = None
+        self._replies: Any = None  # the redis client replies are awaited on (socket timeouts set)
+        if not self.settings.embedded:
+            import redis
+
+            # Connects lazily, one connection per waiting thread. The socket timeout is above the
+            # longest BLPOP, so a Redis that vanishes without closing the socket is noticed.
+            self._replies = redis.Redis.from_url(self.settings.broker_url,
+                                                 socket_timeout=WAIT_SLICE_SECONDS + 5,
+                                                 socket_connect_timeout=5)
 
     # ---------------------------------------------------------------------------------- registry
 
@@ -176,22 +183,28 @@ class ActionRunnerClient:
         if not isinstance(execution_id, str) or not 0 < len(execution_id) <= EXECUTION_ID_MAX_CHARS:
             raise InvalidInput(f"must be 1 to {EXECUTION_ID_MAX_CHARS} characters",
                                field="execution_id")
-        job: dict[str, Any] = {"tenant": tenant, "event": self._event_data(event),
-                               "execution_id": execution_id}
+        fields: dict[str, Any] = {"tenant": tenant, "execution_id": execution_id}
         task = EXECUTE_TASK
         if resume is not None:
             if continue_request is None:
                 raise InvalidInput("a resume needs the continue request", field="continue_request")
             try:
-                job["resume"] = ResumeInfo.model_validate(resume).model_dump(mode="json")
-                job["continue_request"] = ContinueRequest.model_validate(
+                fields["resume"] = ResumeInfo.model_validate(resume).model_dump(mode="json")
+                fields["continue_request"] = ContinueRequest.model_validate(
                     continue_request).model_dump(mode="json")
             except ValidationError as exc:
                 raise InvalidInput(str(exc.errors()[0]["msg"]), field="resume") from None
             task = RESUME_TASK
+        return self._submit_job(task, fields, event, timeout)
+
+    def _submit_job(self, task: str, fields: dict[str, Any],
+                    event: Event | Mapping[str, Any] | str | bytes, timeout: float | None) -> PendingJob:
+        job = job_json(fields, event_json(event, self.settings.limits))
         seconds = self.default_timeout_seconds if timeout is None else timeout
         deadline = time.monotonic() + seconds
-        return PendingJob(execution_id, self._send(task, job, seconds), deadline)
+        summary = f"(tenant={fields['tenant']!r}, execution_id={fields['execution_id']!r})"
+        return PendingJob(self, fields["execution_id"], self._send(task, job, seconds, summary),
+                          deadline)
 
     def execute(
         self, tenant: str, event: Event | Mapping[str, Any] | str | bytes, execution_id: str | None = None,
@@ -214,10 +227,20 @@ class ActionRunnerClient:
         return self.submit(tenant, event, execution_id=execution_id, timeout=timeout, resume=resume,
                            continue_request=continue_request).wait()
 
+    def noop(self, tenant: str, event: Event | Mapping[str, Any] | str | bytes, *,
+             timeout: float | None = None) -> Result:
+        """The pipeline's floor, for benchmarks and health checks: `event` is checked and sent
+        exactly as by `execute`, to a worker task that runs nothing and answers an empty `completed`
+        Result the same way. Raises InvalidEvent, ExecutionTimeout, WorkerError."""
+        fields = {"tenant": tenant, "execution_id": uuid.uuid4().hex}
+        return self._submit_job(NOOP_TASK, fields, event, timeout).wait()
+
     def close(self) -> None:
         """Release broker and store connections."""
         if self._stores is not None and not self.settings.embedded:
             self._stores.close()
+        if self._replies is not None:
+            self._replies.close()
         self.app.close()
 
     def __enter__(self) -> ActionRunnerClient:
@@ -228,49 +251,44 @@ class ActionRunnerClient:
 
     # ---------------------------------------------------------------------------------- helpers
 
-    def _event_data(self, event: Event | Mapping[str, Any] | str | bytes) -> dict[str, Any]:
-        """The event as snake_case JSON data, after checking its size and fields."""
-        limit = self.settings.limits.event_max_bytes
-        if isinstance(event, Event):
-            parsed = event
-        else:
-            if isinstance(event, (str, bytes)):
-                raw = event.encode("utf-8", "surrogatepass") if isinstance(event, str) else event
-            else:
-                try:
-                    raw = json.dumps(event, separators=(",", ":")).encode("utf-8", "surrogatepass")
-                except (TypeError, ValueError) as exc:
-                    raise InvalidEvent(f"not JSON data: {exc}", source="event") from None
-            if len(raw) > limit:
-                raise InvalidEvent(f"{len(raw)} bytes, over the limit of {limit} bytes",
-                                   source="event", field="(size)")
-            if isinstance(event, (str, bytes)):
-                try:
-                    event = json.loads(raw)
-                except ValueError as exc:
-                    raise InvalidEvent(f"not JSON: {exc}", source="event") from None
-            parsed = parse_event(event)
-        data = event_to_dict(parsed)
-        size = len(json.dumps(data, separators=(",", ":")).encode("utf-8", "surrogatepass"))
-        if size > limit:
-            raise InvalidEvent(f"{size} bytes, over the limit of {limit} bytes", source="event",
-                               field="(size)")
-        return data
-
-    def _send(self, name: str, payload: dict[str, Any], timeout: float) -> Any:
+    def _send(self, name: str, payload: Any, timeout: float, summary: str) -> _Sent:
         task = self.app.tasks[name]
         if self.settings.embedded:
-            return task.apply(args=(payload,))
+            eager = task.apply(args=(payload,))
+            return _Sent(job_id=eager.id, eager=eager)
+        job_id = uuid.uuid4().hex
         # The message's printable form (worker logs, monitoring) names the job, never its content:
         # uploads carry secrets, events carry users' data.
-        summary = f"(tenant={payload.get('tenant')!r}, execution_id={payload.get('execution_id')!r})"
         try:
-            return task.apply_async(args=(payload,), expires=timeout, retry=True, argsrepr=summary,
-                                    kwargsrepr="{}")
+            task.apply_async(args=(payload,), task_id=job_id, expires=timeout, retry=True,
+                             argsrepr=summary, kwargsrepr="{}")
         except (OperationalError, OSError) as exc:
             raise WorkerError(f"cannot reach the broker: {exc}") from None
+        return _Sent(job_id=job_id)
+
+    def _wait(self, sent: _Sent, deadline: float, *, what: str) -> Reply:
+        """The reply to a sent job by `deadline` (monotonic seconds); ExecutionTimeout after it."""
+        if sent.eager is not None:
+            if sent.eager.state != "SUCCESS":
+                raise WorkerError(f"the worker failed {what}: {sent.eager.result!r}")
+            return parse_reply(sent.eager.result)
+        if deadline - time.monotonic() <= 0:
+            raise ExecutionTimeout(f"no worker answered {what} before the deadline")
+        import redis
+
+        try:
+            reply = wait_reply(self._replies, self.settings.prefix, sent.job_id, deadline=deadline,
+                               max_bytes=reply_max_bytes(self.settings.limits))
+        except (redis.RedisError, OSError) as exc:
+            raise WorkerError(f"lost the broker while waiting for {what}: {exc}") from None
+        if reply is None:
+            raise ExecutionTimeout(
+                f"no worker answered {what} within the deadline; it may still run and be stored")
+        return reply
 
     def _call(self, name: str, payload: dict[str, Any], timeout: float | None, *, what: str) -> Reply:
         seconds = self.default_timeout_seconds if timeout is None else timeout
         deadline = time.monotonic() + seconds
-        return _wait_reply(self._send(name, payload, seconds), deadline, what=what)
+        summary = f"(tenant={payload.get('tenant')!r}, name={payload.get('name')!r})"
+        return self._wait(self._send(name, payload, seconds, summary), deadline, what=what)
+

@@ -8,10 +8,12 @@ Layout (``P`` is the operator's prefix, every other part is escaped with `part`)
     P:{T}:bindings          hash   trigger -> JSON [[name, version], ...] (ordered)
     P:{T}:cache:G           hash   tenant's cache key -> JSON [expires_at_ms, value]
     P:{T}:result:E          string the committed result document of execution E
-    P:{T}:resume:R          string "1" once resume id R has been consumed
+    P:{T}:resume:R          string the execution id that consumed resume id R (its owner)
+    P:{T}:delivery:E        string how many times the job of execution E was delivered (INCR)
+    P:reply:J               list   the worker's reply to job J (one item, expires; the client BLPOPs)
 
 ``T`` is the tenant, ``N`` an action name, ``G`` a trigger, ``E`` an execution id, ``R`` a resume
-id.
+id, ``J`` a job (Celery task) id chosen by the client.
 
 Why this shape:
 
@@ -81,5 +83,15 @@ def result(prefix: str, tenant: str, execution_id: str) -> str:
 
 
 def resume(prefix: str, tenant: str, resume_id: str) -> str:
-    """String: present once the resume id has been consumed."""
+    """String: the execution id that consumed the resume id (present once consumed)."""
     return f"{_tenant(prefix, tenant)}:resume:{part(resume_id)}"
+
+
+def delivery(prefix: str, tenant: str, execution_id: str) -> str:
+    """String (integer): how many times the job of one execution was delivered to a worker."""
+    return f"{_tenant(prefix, tenant)}:delivery:{part(execution_id)}"
+
+
+def reply(prefix: str, job_id: str) -> str:
+    """List: the reply to one job, pushed by the worker, popped by the waiting client."""
+    return f"{prefix}:reply:{part(job_id)}"

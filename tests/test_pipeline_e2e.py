@@ -17,11 +17,13 @@ import redis
 
 from broker.app import EXECUTE_TASK
 from broker.client import ActionRunnerClient
+from broker.replies import wait_reply
 from sandbox.errors import (
     CompileFailed, ExecutionTimeout, InvalidEvent, InvalidInput, NothingBound, ResumeRefused,
     UnknownAction, UnknownTenant,
 )
-from tests.support.workers import WorkerProcess, deployment
+from sandbox.resume import ResumeSigner, load_key
+from tests.support.workers import TEST_SECRET_KEY, WorkerProcess, deployment
 
 pytestmark = pytest.mark.redis
 
@@ -116,6 +118,30 @@ def test_redirect_suspends_and_resume_runs_on_continue_once(client: ActionRunner
         client.resume(t, suspended.resume, {"state": "st-1"}, event())
 
 
+def test_a_resume_whose_worker_died_before_its_commit_can_be_retried_by_its_execution_only(
+    client: ActionRunnerClient,
+) -> None:
+    t = tenant()
+    client.bind(t, [("redirect", client.upload_action(t, "redirect", REDIRECT).version)])
+    suspended = client.execute(t, event())
+    assert suspended.resume is not None
+    # What a worker that died between consuming the token and committing leaves behind: the resume
+    # id consumed by execution "resume-1", no result stored for it.
+    signer = ResumeSigner(load_key({"ACTIONRUNNER_SECRET_KEY": TEST_SECRET_KEY}))
+    state = signer.verify(suspended.resume.token, now_s=time.time())
+    assert client.stores.results.consume_resume(t, state.id, execution_id="resume-1",
+                                                ttl_seconds=3600)
+    request = {"state": "st-1", "query": {}, "body": {}}
+
+    with pytest.raises(ResumeRefused):
+        client.resume(t, suspended.resume, request, event(), execution_id="resume-2")
+    retried = client.resume(t, suspended.resume, request, event(), execution_id="resume-1")
+
+    assert retried.status == "completed"
+    with pytest.raises(ResumeRefused):
+        client.resume(t, suspended.resume, request, event(), execution_id="resume-3")
+
+
 def test_resume_token_of_another_tenant_is_refused(client: ActionRunnerClient) -> None:
     a, b = tenant(), tenant()
     for t in (a, b):
@@ -178,8 +204,12 @@ def test_ten_megabyte_event_is_refused_by_the_client_and_by_the_worker(
 
     # Put on the queue by hand, bypassing the client's check: the worker refuses it too.
     job = {"tenant": t, "event": huge, "execution_id": "by-hand"}
-    reply = client.app.tasks[EXECUTE_TASK].apply_async(args=(job,), expires=30).get(timeout=30)
-    assert reply["ok"] is False and reply["error"]["type"] == "InvalidEvent"
+    job_id = uuid.uuid4().hex
+    client.app.tasks[EXECUTE_TASK].apply_async(args=(job,), task_id=job_id, expires=30)
+    reply = wait_reply(client.stores.client, client.settings.prefix, job_id,
+                       deadline=time.monotonic() + 30, max_bytes=1024 * 1024)
+    assert reply is not None and reply.ok is False and reply.error is not None
+    assert reply.error.type == "InvalidEvent"
 
     assert client.execute(t, event()).status == "completed"  # the worker keeps serving
 

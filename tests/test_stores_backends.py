@@ -51,7 +51,7 @@ def test_the_cache_hash_expires_with_its_longest_lived_record(
 def test_a_consumed_resume_id_is_kept_for_its_ttl_only(
     redis_stores: Stores, redis_prefix: str
 ) -> None:
-    redis_stores.results.consume_resume("t1", "r1", ttl_seconds=90)
+    redis_stores.results.consume_resume("t1", "r1", execution_id="e1", ttl_seconds=90)
     [key] = list(redis_stores.client.scan_iter(match=f"{redis_prefix}:*:resume:*"))
     assert 0 < redis_stores.client.ttl(key) <= 90
 
@@ -62,12 +62,13 @@ def test_every_key_follows_the_documented_layout(redis_stores: Stores, redis_pre
     redis_stores.registry.bind("t1", TRIGGER, [Binding("a", 1)])
     redis_stores.results.commit("t1", TRIGGER, "e:*{x}", "{}", [set_cmd("k:*{x}", NOW_MS + 1)],
                                 now_ms=NOW_MS, result_ttl_seconds=60)
-    redis_stores.results.consume_resume("t1", "r\x00", ttl_seconds=60)
+    redis_stores.results.consume_resume("t1", "r\x00", execution_id="e1", ttl_seconds=60)
+    redis_stores.results.count_delivery("t1", "e:*{x}", ttl_seconds=60)
 
     layout = re.compile(re.escape(redis_prefix) + r":\{t1\}:(actions|bindings|"
-                        r"(meta|src|cache|result|resume):[A-Za-z0-9_.~%-]+)")
+                        r"(meta|src|cache|result|resume|delivery):[A-Za-z0-9_.~%-]+)")
     found = sorted(k.decode() for k in redis_stores.client.scan_iter(match=f"{redis_prefix}:*"))
-    assert len(found) == 7
+    assert len(found) == 8
     assert all(layout.fullmatch(key) for key in found), found
 
 
@@ -153,14 +154,14 @@ def test_memory_results_and_resume_ids_expire_with_the_clock() -> None:
     now = [1000.0]
     store = MemoryStateStore(clock_s=lambda: now[0])
     store.commit("t1", TRIGGER, "e1", '{"first": 1}', [], now_ms=NOW_MS, result_ttl_seconds=60)
-    store.consume_resume("t1", "r1", ttl_seconds=60)
+    store.consume_resume("t1", "r1", execution_id="e-first", ttl_seconds=60)
 
     now[0] += 59
     assert store.get("t1", "e1") == '{"first": 1}'
-    assert store.consume_resume("t1", "r1", ttl_seconds=60) is False
+    assert store.consume_resume("t1", "r1", execution_id="e-other", ttl_seconds=60) is False
 
     now[0] += 2
     assert store.get("t1", "e1") is None
     assert store.commit("t1", TRIGGER, "e1", '{"again": 1}', [], now_ms=NOW_MS,
                         result_ttl_seconds=60) == '{"again": 1}'
-    assert store.consume_resume("t1", "r1", ttl_seconds=60) is True
+    assert store.consume_resume("t1", "r1", execution_id="e-other", ttl_seconds=60) is True

@@ -368,10 +368,14 @@ def test_expired_records_do_not_count_against_the_record_limit(stores: Stores) -
 
 
 def test_resume_ids_are_single_use_per_tenant(stores: Stores) -> None:
-    assert stores.results.consume_resume("t1", "r-1", ttl_seconds=3600) is True
-    assert stores.results.consume_resume("t1", "r-1", ttl_seconds=3600) is False
-    assert stores.results.consume_resume("t2", "r-1", ttl_seconds=3600) is True
-    assert stores.results.consume_resume("t1", "r-2", ttl_seconds=3600) is True
+    def consume(tenant: str, resume_id: str, execution_id: str) -> bool:
+        return stores.results.consume_resume(tenant, resume_id, execution_id=execution_id,
+                                             ttl_seconds=3600)
+
+    assert consume("t1", "r-1", "e1") is True
+    assert consume("t1", "r-1", "e2") is False
+    assert consume("t2", "r-1", "e2") is True
+    assert consume("t1", "r-2", "e2") is True
 
 
 @pytest.mark.parametrize("call", [
@@ -380,9 +384,12 @@ def test_resume_ids_are_single_use_per_tenant(stores: Stores) -> None:
     lambda s: s.results.commit("t1", TRIGGER, "e", "{}", [], now_ms=NOW_MS, result_ttl_seconds=0),
     lambda s: s.results.commit("t1", TRIGGER, "e", "{}", [{"key": "k"}], now_ms=NOW_MS,
                                result_ttl_seconds=60),
-    lambda s: s.results.consume_resume("t1", "r", ttl_seconds=-1),
+    lambda s: s.results.consume_resume("t1", "r", execution_id="e", ttl_seconds=-1),
+    lambda s: s.results.consume_resume("t1", "r", execution_id="", ttl_seconds=60),
+    lambda s: s.results.count_delivery("t1", "e" * 257, ttl_seconds=60),
     lambda s: s.results.get("t1", "e" * 257),
-], ids=["empty-id", "bytes-result", "zero-ttl", "dict-command", "negative-ttl", "long-id"])
+], ids=["empty-id", "bytes-result", "zero-ttl", "dict-command", "negative-ttl", "empty-owner",
+        "long-delivery-id", "long-id"])
 def test_malformed_store_calls_are_refused_with_invalid_input(
     stores: Stores, call: Callable[[Stores], object]
 ) -> None:

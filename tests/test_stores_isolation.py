@@ -67,7 +67,7 @@ def test_crafted_tenants_and_triggers_are_refused_everywhere(stores: Stores, bad
         lambda: commit(stores, bad, "e2", [cache_set("k", "A's")], trigger="t"),
         lambda: commit(stores, "ta", "e2", [cache_set("k", "A's")], trigger=bad),
         lambda: stores.results.get(bad, "e1"),
-        lambda: stores.results.consume_resume(bad, "r", ttl_seconds=60),
+        lambda: stores.results.consume_resume(bad, "r", execution_id="e", ttl_seconds=60),
         lambda: stores.registry.add_version(bad, "a", SOURCE, {}),
         lambda: stores.registry.load(bad, "a", 1),
         lambda: stores.registry.bound(bad, TRIGGER),
@@ -116,10 +116,10 @@ def test_results_and_resume_ids_are_scoped_by_tenant_whatever_the_id(
     stores: Stores, crafted: str
 ) -> None:
     commit(stores, "tb", "e1", [], result='{"tenant": "tb"}')
-    stores.results.consume_resume("tb", "e1", ttl_seconds=60)
+    stores.results.consume_resume("tb", "e1", execution_id="x", ttl_seconds=60)
 
     assert stores.results.get("ta", crafted) is None
     assert commit(stores, "ta", crafted, [], result='{"tenant": "ta"}') == '{"tenant": "ta"}'
-    assert stores.results.consume_resume("ta", crafted, ttl_seconds=60) is True
+    assert stores.results.consume_resume("ta", crafted, execution_id="y", ttl_seconds=60) is True
     assert stores.results.get("tb", "e1") == '{"tenant": "tb"}'
     assert stores.results.get("tb", crafted) == ('{"tenant": "tb"}' if crafted == "e1" else None)

@@ -29,7 +29,8 @@ def test_no_two_different_inputs_share_a_key() -> None:
     for tenant, other in itertools.product(CRAFTED, CRAFTED):
         made = [(b.__name__, tenant) for b in builders] + [
             (b.__name__, tenant, other)
-            for b in (keys.action_meta, keys.action_source, keys.cache, keys.result, keys.resume)
+            for b in (keys.action_meta, keys.action_source, keys.cache, keys.result, keys.resume,
+                      keys.delivery)
         ]
         for args in made:
             builder = getattr(keys, args[0])

@@ -4,8 +4,15 @@ Every task takes plain JSON and returns a reply (broker/replies.py); it never ra
 A job is idempotent per (tenant, execution id): a result already committed is returned without
 running anything, and the commit (result + cache writes) happens once, atomically, in the store.
 
-Per process state (`Runtime`: stores, resume signer, the jail) is built lazily on first use in the
-process that runs the task, i.e. in the prefork pool child after the fork, never before it.
+Per process state (`Runtime`: stores, loaded actions, resume signer, the jail) is built lazily on
+first use in the process that runs the task, i.e. in the prefork pool child after the fork, never
+before it.
+
+Per job, on Redis: one round trip reads the stored result, the bindings and the cache together
+(`Stores.start_job`); action versions come from the process's LRU (`LoadedActions`: versions are
+immutable); the commit is one round trip unless another job wrote the tenant's cache meanwhile; the
+reply is one more (`broker.replies.push_reply`). A redelivery costs one more (`count_delivery`), a
+resume one more (`consume_resume`).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from broker.replies import error_reply, result_reply
+from broker.replies import error_reply, push_reply, result_reply
 from sandbox.errors import (
     ActionRunnerError, CompileFailed, InvalidEvent, InvalidInput, LimitExceeded, ResumeRefused,
     WorkerError,
@@ -32,23 +39,26 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from broker.app import Settings
-    from broker.stores import Stores
+    from broker.stores import LoadedActions, Stores
     from sandbox.resume import ResumeSigner, ResumeState
     from sandbox.runner import ActionRunner
 
 log = logging.getLogger("actionrunner.worker")
 
 ReplyData = dict[str, Any]
-EXECUTION_ID_MAX_CHARS = 200  # the stores take ids up to 256; delivery counting appends to it
+NOOP_RESULT = '{"status":"completed","commands":[],"logs":[],"actions":[]}'  # the no-op's answer
+EXECUTION_ID_MAX_CHARS = 200  # as the client's (the stores would take up to 256)
 
 
 @dataclass
 class Runtime:
-    """What one process needs to serve jobs: stores, the resume signer and (lazily) one jail."""
+    """What one process needs to serve jobs: stores, the loaded action versions, the resume signer
+    and (lazily) one jail."""
 
     settings: Settings
     stores: Stores
     signer: ResumeSigner
+    actions: LoadedActions
     _jail: ActionRunner | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -76,14 +86,12 @@ def runtime(settings: Settings) -> Runtime:
     with _runtimes_lock:
         found = _runtimes.get(key)
         if found is None:
-            from broker.stores import open_stores
+            from broker.stores import LoadedActions, open_stores
             from sandbox.resume import ResumeSigner, load_key
 
-            found = Runtime(
-                settings=settings,
-                stores=open_stores(settings.broker_url, prefix=settings.prefix, limits=settings.limits),
-                signer=ResumeSigner(load_key()),
-            )
+            stores = open_stores(settings.broker_url, prefix=settings.prefix, limits=settings.limits)
+            found = Runtime(settings=settings, stores=stores, signer=ResumeSigner(load_key()),
+                            actions=LoadedActions(stores.registry))
             _runtimes[key] = found
         return found
 
@@ -123,19 +131,15 @@ def parse_job(payload: Any, settings: Settings) -> JobInput:
 
 
 def _delivery_number(rt: Runtime, tenant: str, execution_id: str, *, redelivered: bool) -> int:
-    """Which delivery of this job this is (1 = first); max_deliveries + 1 means "more than allowed".
+    """Which delivery of this job this is (1 = first); above max_deliveries means "too many".
 
     A first delivery costs nothing. A redelivery (kombu marks a message restored after its worker
-    died, or requeued after its pool process died) is counted with the store's single-use ids (one
-    atomic SET NX each), so the count holds across workers and survives their deaths."""
+    died, or requeued after its pool process died) is counted in the store (`count_delivery`: one
+    atomic INCR), so the count holds across workers and survives their deaths."""
     if not redelivered:
         return 1
-    ttl = rt.settings.result_ttl_seconds
-    for number in range(2, rt.settings.max_deliveries + 1):
-        if rt.stores.results.consume_resume(tenant, f"delivery.{execution_id}.{number}",
-                                            ttl_seconds=ttl):
-            return number
-    return rt.settings.max_deliveries + 1
+    return 1 + rt.stores.results.count_delivery(tenant, execution_id,
+                                                ttl_seconds=rt.settings.result_ttl_seconds)
 
 
 def _give_up(rt: Runtime, job: JobInput, execution_id: str) -> str:
@@ -183,24 +187,25 @@ def run_job(rt: Runtime, payload: Any, *, worker: str, redelivered: bool = False
     try:
         job = parse_job(payload, settings)
         execution_id = job.execution_id or uuid.uuid4().hex
-        stored = stores.results.get(job.tenant, execution_id)
-        if stored is not None:
-            return result_reply(stored, worker)  # idempotent: already ran, run nothing
+        start = stores.start_job(job.tenant, settings.trigger, execution_id,
+                                 now_ms=int(time.time() * 1000), with_bindings=job.resume is None)
+        if start.stored is not None:
+            return result_reply(start.stored, worker)  # idempotent: already ran, run nothing
         if _delivery_number(rt, job.tenant, execution_id,
                             redelivered=redelivered) > settings.max_deliveries:
             return result_reply(_give_up(rt, job, execution_id), worker)
-        cache = stores.cache.snapshot(job.tenant, settings.trigger, now_ms=int(time.time() * 1000))
         state = None if job.resume is None else _verified_resume(rt, job)
         if state is None:
-            bound = [(b.name, b.version) for b in stores.registry.bound(job.tenant, settings.trigger)]
+            bound = [(b.name, b.version) for b in start.bound()]
         else:
             bound = [(name, version) for name, version, _sha in state.actions if version is not None]
         actions = []
         for name, version in bound:
-            stored_action = stores.registry.load(job.tenant, name, version)
-            actions.append(BoundAction(name=name, source=stored_action.source, version=version,
-                                       secrets=stored_action.secrets))
-        common = dict(runner=rt.jail, cache=cache, signer=rt.signer, tenant=job.tenant,
+            loaded = rt.actions.load(job.tenant, name, version)
+            # A copy of the secrets: the loaded version is shared with later jobs of this process.
+            actions.append(BoundAction(name=name, source=loaded.source, version=version,
+                                       secrets=dict(loaded.secrets)))
+        common = dict(runner=rt.jail, cache=start.cache, signer=rt.signer, tenant=job.tenant,
                       limits=settings.limits)
         if state is None:
             result = run_flow(actions, job.event, **common)  # type: ignore[arg-type]
@@ -208,14 +213,18 @@ def run_job(rt: Runtime, payload: Any, *, worker: str, redelivered: bool = False
             assert job.resume is not None and job.continue_request is not None  # _verified_resume
             result = resume_flow(actions, job.event, resume=job.resume,  # type: ignore[arg-type]
                                  continue_request=job.continue_request, **common)
-            # Single use: only a resume that verified and ran consumes its token.
-            if not stores.results.consume_resume(job.tenant, state.id,
-                                                 ttl_seconds=settings.limits.resume_state_ttl_seconds):
+            # Single use, owned by this execution id: only a resume that verified and ran consumes
+            # its token, and a retry of the same execution (its worker died before the commit) may
+            # go on; any other execution is refused.
+            if not stores.results.consume_resume(
+                    job.tenant, state.id, execution_id=execution_id,
+                    ttl_seconds=settings.limits.resume_state_ttl_seconds):
                 raise ResumeRefused("the resume token was already used")
         commands = [c for c in result.commands if isinstance(c, (CacheSet, CacheDelete))]
         committed = stores.results.commit(
             job.tenant, settings.trigger, execution_id, result.model_dump_json(), commands,
             now_ms=int(time.time() * 1000), result_ttl_seconds=settings.result_ttl_seconds,
+            cache_seen=start.cache_seen,
         )
         return result_reply(committed, worker)
     except ActionRunnerError as exc:
@@ -270,20 +279,49 @@ def register_tasks(app: Celery) -> None:
     def redelivered(task: Any) -> bool:
         return bool((task.request.delivery_info or {}).get("redelivered"))
 
-    @app.task(name=EXECUTE_TASK, bind=True, shared=False)
-    def execute(self: Any, job: Any) -> ReplyData:
-        return run_job(runtime(settings_of(self.app)), job, worker=hostname(self),
-                       redelivered=redelivered(self))
+    # ignore_result: the reply travels on the job's own list (push_reply), not Celery's backend.
+    @app.task(name=EXECUTE_TASK, bind=True, shared=False, ignore_result=True)
+    def execute(self: Any, job: Any) -> ReplyData | None:
+        return answer(self, lambda rt, worker: run_job(rt, job, worker=worker,
+                                                       redelivered=redelivered(self)))
 
-    @app.task(name=RESUME_TASK, bind=True, shared=False)
-    def resume(self: Any, job: Any) -> ReplyData:
-        return run_job(runtime(settings_of(self.app)), job, worker=hostname(self),
-                       redelivered=redelivered(self))
+    @app.task(name=RESUME_TASK, bind=True, shared=False, ignore_result=True)
+    def resume(self: Any, job: Any) -> ReplyData | None:
+        return answer(self, lambda rt, worker: run_job(rt, job, worker=worker,
+                                                       redelivered=redelivered(self)))
 
-    @app.task(name=UPLOAD_TASK, bind=True, shared=False)
-    def upload_task(self: Any, request: Any) -> ReplyData:
-        return upload(runtime(settings_of(self.app)), request, worker=hostname(self))
+    @app.task(name=UPLOAD_TASK, bind=True, shared=False, ignore_result=True)
+    def upload_task(self: Any, request: Any) -> ReplyData | None:
+        return answer(self, lambda rt, worker: upload(rt, request, worker=worker))
 
-    @app.task(name=NOOP_TASK, bind=True, shared=False)
-    def noop(self: Any, payload: Any = None) -> ReplyData:
-        return {"ok": True, "worker": hostname(self)}
+    @app.task(name=NOOP_TASK, bind=True, shared=False, ignore_result=True)
+    def noop(self: Any, payload: Any = None) -> ReplyData | None:
+        return answer(self, lambda rt, worker: result_reply(NOOP_RESULT, worker))
+
+    def answer(task: Any, serve: Any) -> ReplyData | None:
+        """Serve the job and deliver its reply: returned in embedded mode (eager tasks), pushed on
+        the job's reply list otherwise (then nothing goes back to Celery: no result pickled through
+        the pool's pipe, no repr of it computed for the log)."""
+        settings, worker = settings_of(task.app), hostname(task)
+        rt: Runtime | None = None
+        try:
+            rt = runtime(settings)
+            reply: ReplyData = serve(rt, worker)
+        except Exception as exc:  # a bug, a store failure, a bad key: the client must hear of it
+            log.exception("task %s[%s] failed on the worker", task.name, task.request.id)
+            reply = error_reply(WorkerError(f"{type(exc).__name__}: {exc}"[:1000]), worker)
+        if not settings.embedded and task.request.id:
+            try:
+                if rt is None:
+                    import redis
+
+                    with redis.Redis.from_url(settings.broker_url) as client:
+                        push_reply(client, settings.prefix, task.request.id, reply,
+                                   ttl_seconds=settings.reply_ttl_seconds)
+                    return None
+                push_reply(rt.stores.client, settings.prefix, task.request.id, reply,
+                           ttl_seconds=settings.reply_ttl_seconds)
+            except Exception:  # the client will time out; nothing else can be done here
+                log.exception("could not deliver the reply to job %s", task.request.id)
+            return None
+        return reply

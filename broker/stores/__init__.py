@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.stores.cache import CacheRecords, CacheStore
+from broker.stores.job_start import JobStart, read_job_start
+from broker.stores.loaded import LoadedActions
 from broker.stores.memory import MemoryActionRegistry, MemoryStateStore
 from broker.stores.redis_registry import RedisActionRegistry
 from broker.stores.redis_state import RedisStateStore
@@ -18,8 +20,8 @@ from broker.stores.results import ResultStore
 from sandbox.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
-    "ActionRegistry", "ActionVersion", "Binding", "CacheRecords", "CacheStore",
-    "MemoryActionRegistry", "MemoryStateStore", "RedisActionRegistry", "RedisStateStore",
+    "ActionRegistry", "ActionVersion", "Binding", "CacheRecords", "CacheStore", "JobStart",
+    "LoadedActions", "MemoryActionRegistry", "MemoryStateStore", "RedisActionRegistry", "RedisStateStore",
     "ResultStore", "Stores", "StoredAction", "open_stores",
 ]
 
@@ -32,6 +34,14 @@ class Stores:
     cache: CacheStore
     results: ResultStore
     client: Any = None  # the redis.Redis client when Redis-backed, else None
+
+    def start_job(
+        self, tenant: str, trigger: str, execution_id: str, *, now_ms: int, with_bindings: bool
+    ) -> JobStart:
+        """The reads a job starts from (stored result, cache, bindings), one round trip on Redis;
+        see broker/stores/job_start.py. Raises InvalidInput for malformed names."""
+        return read_job_start(self.registry, self.cache, self.results, tenant, trigger,
+                              execution_id, now_ms=now_ms, with_bindings=with_bindings)
 
     def close(self) -> None:
         """Release the Redis connections, if any (the stores must not be used afterwards)."""

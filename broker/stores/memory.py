@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from broker.stores import registry as policy
 from broker.stores.cache import CacheRecords, live_records
@@ -154,7 +155,8 @@ class MemoryStateStore:
         self._lock = threading.Lock()
         self._caches: dict[tuple[str, str], CacheRecords] = {}
         self._results: dict[tuple[str, str], tuple[str, float]] = {}
-        self._resumes: dict[tuple[str, str], float] = {}
+        self._resumes: dict[tuple[str, str], tuple[str, float]] = {}  # -> (owner, until)
+        self._deliveries: dict[tuple[str, str], tuple[int, float]] = {}  # -> (count, until)
         self._next_sweep_s = 0.0
 
     def __repr__(self) -> str:
@@ -180,8 +182,9 @@ class MemoryStateStore:
     def commit(
         self, tenant: str, trigger: str, execution_id: str, result_json: str,
         cache_commands: Sequence[CacheSet | CacheDelete], *, now_ms: int, result_ttl_seconds: int,
+        cache_seen: Any = None,
     ) -> str:
-        """See `ResultStore.commit`."""
+        """See `ResultStore.commit` (`cache_seen` is not needed here: one lock covers it all)."""
         policy.check_name(tenant, "tenant")
         policy.check_name(trigger, "trigger")
         policy.check_id(execution_id, "execution_id")
@@ -203,24 +206,42 @@ class MemoryStateStore:
             self._results[(tenant, execution_id)] = (result_json, now_s + result_ttl_seconds)
             return result_json
 
-    def consume_resume(self, tenant: str, resume_id: str, *, ttl_seconds: int) -> bool:
+    def consume_resume(
+        self, tenant: str, resume_id: str, *, execution_id: str, ttl_seconds: int
+    ) -> bool:
         """See `ResultStore.consume_resume`."""
         policy.check_name(tenant, "tenant")
         policy.check_id(resume_id, "resume_id")
+        policy.check_id(execution_id, "execution_id")
         check_ttl(ttl_seconds, "ttl_seconds")
         with self._lock:
             now_s = self._clock_s()
             self._sweep(now_s)
-            until = self._resumes.get((tenant, resume_id))
-            if until is not None and until > now_s:
-                return False
-            self._resumes[(tenant, resume_id)] = now_s + ttl_seconds
+            found = self._resumes.get((tenant, resume_id))
+            if found is not None and found[1] > now_s:
+                return found[0] == execution_id
+            self._resumes[(tenant, resume_id)] = (execution_id, now_s + ttl_seconds)
             return True
 
+    def count_delivery(self, tenant: str, execution_id: str, *, ttl_seconds: int) -> int:
+        """See `ResultStore.count_delivery`."""
+        policy.check_name(tenant, "tenant")
+        policy.check_id(execution_id, "execution_id")
+        check_ttl(ttl_seconds, "ttl_seconds")
+        with self._lock:
+            now_s = self._clock_s()
+            self._sweep(now_s)
+            found = self._deliveries.get((tenant, execution_id))
+            count = found[0] + 1 if found is not None and found[1] > now_s else 1
+            self._deliveries[(tenant, execution_id)] = (count, now_s + ttl_seconds)
+            return count
+
     def _sweep(self, now_s: float) -> None:
-        """Drop expired results and resume ids, at most once a second (caller holds the lock)."""
+        """Drop expired results, resume ids and delivery counts, at most once a second (caller holds
+        the lock)."""
         if now_s < self._next_sweep_s:
             return
         self._next_sweep_s = now_s + 1.0
         self._results = {k: v for k, v in self._results.items() if v[1] > now_s}
-        self._resumes = {k: v for k, v in self._resumes.items() if v > now_s}
+        self._resumes = {k: v for k, v in self._resumes.items() if v[1] > now_s}
+        self._deliveries = {k: v for k, v in self._deliveries.items() if v[1] > now_s}

@@ -28,7 +28,8 @@ def require_bytes_client(client: redis.Redis) -> None:
         raise ValueError("the stores need a redis client created with decode_responses=False")
 
 
-def _parse_bindings(raw: bytes | None) -> list[Binding]:
+def parse_bindings(raw: bytes | None) -> list[Binding]:
+    """The bindings stored in one field of the bindings hash ([] for none)."""
     return [Binding(str(name), int(version)) for name, version in json.loads(raw)] if raw else []
 
 
@@ -65,7 +66,7 @@ class RedisActionRegistry:
         def attempt(pipe: Any) -> ActionVersion:
             last = pipe.hget(k_actions, name)
             kept = [int(v) for v in pipe.hkeys(k_meta)]
-            bound = policy.bound_versions(map(_parse_bindings, pipe.hvals(k_bindings)), name)
+            bound = policy.bound_versions(map(parse_bindings, pipe.hvals(k_bindings)), name)
             dropped = policy.versions_to_drop(kept, bound, name, self.limits)
             meta = ActionVersion(tenant, name, int(last or 0) + 1, digest, self._clock_ms())
             pipe.multi()
@@ -156,7 +157,7 @@ class RedisActionRegistry:
         exists, raw = pipe.execute()
         if not exists:
             raise UnknownTenant(f"tenant {tenant!r} has not uploaded any action")
-        found = _parse_bindings(raw)
+        found = parse_bindings(raw)
         if not found:
             raise NothingBound(f"tenant {tenant!r} has no action bound to {trigger!r}")
         return found

@@ -10,7 +10,9 @@ round trip, applies the commands in Python, and hands the new cache to commit.lu
 that stores it with the result only if no result exists yet and the cache still holds exactly what
 was read; otherwise it applies nothing and the commit starts over from fresh reads. A redelivered job
 therefore finds its result already stored and applies nothing; two executions writing one cache
-never lose each other's writes. (Two round trips; WATCH/MULTI needed four.)
+never lose each other's writes. (Two round trips; WATCH/MULTI needed four.) A worker that read the
+cache when its job started (`JobStart.cache_seen`, broker/stores/job_start.py) passes that raw hash:
+the first compare-and-set then goes without the read, one round trip when nobody wrote meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import logging
 from collections.abc import Sequence
 from importlib import resources
+from typing import Any
 
 import redis
 
@@ -98,8 +101,10 @@ class RedisStateStore:
     def commit(
         self, tenant: str, trigger: str, execution_id: str, result_json: str,
         cache_commands: Sequence[CacheSet | CacheDelete], *, now_ms: int, result_ttl_seconds: int,
+        cache_seen: Any = None,
     ) -> str:
-        """See `ResultStore.commit`."""
+        """See `ResultStore.commit`; `cache_seen` is the raw hash (field -> bytes) read at the start
+        of the job, tried first as the compare-and-set's expected cache."""
         policy.check_name(tenant, "tenant")
         policy.check_name(trigger, "trigger")
         policy.check_id(execution_id, "execution_id")
@@ -111,15 +116,20 @@ class RedisStateStore:
                                   get=True)
             return result_json if old is None else _text(old)
         k_cache = keys.cache(self.prefix, tenant, trigger)
+        presumed = cache_seen if _is_raw_hash(cache_seen) else None
         for _ in range(COMMIT_ATTEMPTS_MAX):
-            reads = self.client.pipeline(transaction=False)
-            reads.get(k_result)
-            reads.hgetall(k_cache)
-            old, seen = reads.execute()
-            if old is not None:
-                # SECURITY: idempotence. The job already committed; applying its cache commands
-                # again would double every counter a redelivered job increments.
-                return _text(old)
+            if presumed is not None:
+                # The script still checks that no result is stored and the cache is unchanged.
+                seen, presumed = presumed, None
+            else:
+                reads = self.client.pipeline(transaction=False)
+                reads.get(k_result)
+                reads.hgetall(k_cache)
+                old, seen = reads.execute()
+                if old is not None:
+                    # SECURITY: idempotence. The job already committed; applying its cache commands
+                    # again would double every counter a redelivered job increments.
+                    return _text(old)
             cache = decode_cache(seen, now_ms)
             refused = cache_rules.apply_commands(cache, commands, now_ms=now_ms, limits=self.limits)
             new = encode_cache(cache)
@@ -141,10 +151,33 @@ class RedisStateStore:
         raise WorkerError(f"commit of {execution_id!r}: the cache of tenant {tenant!r} kept changing "
                           f"({COMMIT_ATTEMPTS_MAX} attempts)")
 
-    def consume_resume(self, tenant: str, resume_id: str, *, ttl_seconds: int) -> bool:
-        """See `ResultStore.consume_resume`."""
+    def consume_resume(
+        self, tenant: str, resume_id: str, *, execution_id: str, ttl_seconds: int
+    ) -> bool:
+        """See `ResultStore.consume_resume`: one SET NX GET (the first execution id stays)."""
         policy.check_name(tenant, "tenant")
         policy.check_id(resume_id, "resume_id")
+        policy.check_id(execution_id, "execution_id")
         check_ttl(ttl_seconds, "ttl_seconds")
-        return bool(self.client.set(keys.resume(self.prefix, tenant, resume_id), b"1",
-                                    ex=ttl_seconds, nx=True))
+        owner = _bytes(execution_id)
+        old = self.client.set(keys.resume(self.prefix, tenant, resume_id), owner, ex=ttl_seconds,
+                              nx=True, get=True)
+        return old is None or old == owner
+
+    def count_delivery(self, tenant: str, execution_id: str, *, ttl_seconds: int) -> int:
+        """See `ResultStore.count_delivery`: INCR and EXPIRE in one transaction."""
+        policy.check_name(tenant, "tenant")
+        policy.check_id(execution_id, "execution_id")
+        check_ttl(ttl_seconds, "ttl_seconds")
+        key = keys.delivery(self.prefix, tenant, execution_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, ttl_seconds)
+        count, _ = pipe.execute()
+        return int(count)
+
+
+def _is_raw_hash(value: Any) -> bool:
+    """True for what HGETALL answers on a bytes client: a dict of bytes to bytes."""
+    return isinstance(value, dict) and all(
+        isinstance(k, bytes) and isinstance(v, bytes) for k, v in value.items())

@@ -1,9 +1,10 @@
-"""The result store: committed results (idempotent per execution id) and single-use resume ids."""
+"""The result store: committed results (idempotent per execution id), single-use resume ids (owned by
+the execution that consumed them) and delivery counts (bounded redelivery of a job)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from sandbox.errors import InvalidInput
 from sandbox.models import CacheDelete, CacheSet
@@ -19,17 +20,29 @@ class ResultStore(Protocol):
     def commit(
         self, tenant: str, trigger: str, execution_id: str, result_json: str,
         cache_commands: Sequence[CacheSet | CacheDelete], *, now_ms: int, result_ttl_seconds: int,
+        cache_seen: Any = None,
     ) -> str:
         """Atomically and idempotently: when a result is already stored for (tenant, execution_id),
         return it and apply nothing; else apply `cache_commands` in order to the (tenant, trigger)
         cache (re-checking every SPEC cache limit with sandbox.cache_rules; refused commands are
         skipped and logged), store `result_json` for `result_ttl_seconds` and return it.
-        Raises InvalidInput for malformed arguments."""
+        `cache_seen`: the `JobStart.cache_seen` the job started from, or None; a backend may use it
+        to skip re-reading a cache that did not change (same outcome either way: one round trip
+        instead of two on Redis). Raises InvalidInput for malformed arguments."""
         ...
 
-    def consume_resume(self, tenant: str, resume_id: str, *, ttl_seconds: int) -> bool:
-        """True the first time `resume_id` is seen for the tenant, False afterwards (the id is
-        remembered for `ttl_seconds`, which must cover the resume token's lifetime)."""
+    def consume_resume(
+        self, tenant: str, resume_id: str, *, execution_id: str, ttl_seconds: int
+    ) -> bool:
+        """Single use of a resume id, owned by an execution: True when `resume_id` was never consumed
+        for the tenant (it now belongs to `execution_id`) or was consumed by this same
+        `execution_id` (a retry of that execution); False when another execution consumed it.
+        Remembered for `ttl_seconds`, which must cover the resume token's lifetime."""
+        ...
+
+    def count_delivery(self, tenant: str, execution_id: str, *, ttl_seconds: int) -> int:
+        """Count one more delivery of the job (tenant, execution_id) and return the count so far
+        (1 for the first call). Atomic across workers; the count is kept for `ttl_seconds`."""
         ...
 
 
