@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from sandbox.errors import InvalidInput
+from sandbox.errors import InvalidInput, LimitExceeded
 from sandbox.limits import DEFAULT_LIMITS, Limits
 from sandbox.runner import source_hash
 
@@ -15,12 +15,13 @@ from sandbox.runner import source_hash
 def check_secrets(secrets: Any, *, source: str, limits: Limits = DEFAULT_LIMITS) -> dict[str, str]:
     """`secrets` as a plain dict after checking SPEC's bounds (count, name and value lengths, str only).
 
-    Raises InvalidInput naming `source` (where the secrets came from) and the bad secret.
+    Raises InvalidInput (wrong types) or LimitExceeded (over a limit) naming `source` (where the
+    secrets came from) and the bad secret, never its value.
     """
     if not isinstance(secrets, Mapping):
         raise InvalidInput("secrets must map names to strings", source=source, field="secrets")
     if len(secrets) > limits.secrets_max_count:
-        raise InvalidInput(
+        raise LimitExceeded(
             f"{len(secrets)} secrets, over the limit of {limits.secrets_max_count}",
             source=source, field="secrets",
         )
@@ -29,13 +30,13 @@ def check_secrets(secrets: Any, *, source: str, limits: Limits = DEFAULT_LIMITS)
             raise InvalidInput("a secret's name must be a non-empty string", source=source,
                                field=f"secrets.{name!r}")
         if len(name) > limits.secret_name_max_chars:
-            raise InvalidInput(f"the name is over {limits.secret_name_max_chars} characters",
+            raise LimitExceeded(f"the name is over {limits.secret_name_max_chars} characters",
                                source=source, field=f"secrets.{name[:40]}...")
         if not isinstance(value, str):
             raise InvalidInput(f"the value must be a string, not {type(value).__name__}",
                                source=source, field=f"secrets.{name}")
         if len(value) > limits.secret_value_max_chars:
-            raise InvalidInput(f"the value is over {limits.secret_value_max_chars} characters",
+            raise LimitExceeded(f"the value is over {limits.secret_value_max_chars} characters",
                                source=source, field=f"secrets.{name}")
     return dict(secrets)
 

@@ -31,6 +31,10 @@ class InvalidInput(ActionRunnerError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class LimitExceeded(InvalidInput):
+    """Input over a tenant-side limit (actions bound, versions kept, secrets, source size)."""
+
+
 class InvalidEvent(InvalidInput):
     """The event failed validation; `field` is the dotted path of the first bad field."""
 
@@ -75,8 +79,6 @@ class UnknownAction(ActionRunnerError):
     """The named action, or the named version of it, does not exist for this tenant."""
 
 
-class LimitExceeded(ActionRunnerError):
-    """A tenant-side limit (actions bound, versions, secrets, source size) would be crossed."""
 
 
 class ExecutionTimeout(ActionRunnerError):

@@ -17,8 +17,9 @@ from sandbox.models import ActionOutput, Diagnostic, Handler, Outcome
 
 
 def source_hash(source: str) -> str:
-    """The sha256 hex digest of an action's source text (UTF-8): its compile-cache key."""
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+    """The sha256 hex digest of an action's source text (UTF-8, lone surrogates kept): its
+    compile-cache key and the registry's content hash."""
+    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)

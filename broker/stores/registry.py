@@ -7,15 +7,16 @@ memory and Redis backends only store and fetch.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from sandbox import bound
 from sandbox.errors import InvalidInput, LimitExceeded, UnknownAction
 from sandbox.limits import Limits
+from sandbox.runner import source_hash
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 ID_MAX_CHARS = 256
@@ -147,47 +148,14 @@ def check_source(source: object, limits: Limits) -> str:
 
 
 def check_secrets(secrets: object, limits: Limits) -> dict[str, str]:
-    """A plain copy of `secrets` if within SPEC limits (count, name and value length, all str).
-
-    Raises InvalidInput (not a mapping, a non-str name or value, an empty name) or LimitExceeded,
-    naming the secret but never its value.
-    """
-    if not isinstance(secrets, Mapping):
-        raise InvalidInput(f"must be a mapping of str to str, not {type(secrets).__name__}",
-                           field="secrets")
-    if len(secrets) > limits.secrets_max_count:
-        raise LimitExceeded(
-            f"secrets: {len(secrets)} secrets is over the limit of {limits.secrets_max_count}"
-        )
-    copy: dict[str, str] = {}
-    for name, value in secrets.items():
-        if not isinstance(name, str) or not name:
-            raise InvalidInput(f"secret name {name!r} is not a non-empty str", field="secrets")
-        if len(name) > limits.secret_name_max_chars:
-            raise LimitExceeded(
-                f"secrets: the name {name[:32]!r}... is over "
-                f"{limits.secret_name_max_chars} characters"
-            )
-        if not isinstance(value, str):
-            # SECURITY: name the secret, never echo its value.
-            raise InvalidInput(f"the value of {name!r} is a {type(value).__name__}, not a str",
-                               field=f"secrets.{name}")
-        if len(value) > limits.secret_value_max_chars:
-            raise LimitExceeded(
-                f"secrets.{name}: the value is over {limits.secret_value_max_chars} characters"
-            )
-        copy[name] = value
-    return copy
+    """A plain copy of `secrets` within SPEC limits: `sandbox.bound.check_secrets`, the one check
+    the flow applies too. Raises InvalidInput / LimitExceeded naming the secret, never its value."""
+    return bound.check_secrets(secrets, source="upload", limits=limits)
 
 
 def wall_ms() -> int:
     """Milliseconds since the epoch (the default clock of `created_at_ms`)."""
     return time.time_ns() // 1_000_000
-
-
-def source_hash(source: str) -> str:
-    """sha256 hex digest of the source's UTF-8 bytes."""
-    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def versions_to_drop(kept: Iterable[int], bound: set[int], name: str, limits: Limits) -> list[int]:
