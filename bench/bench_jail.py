@@ -39,17 +39,8 @@ from sandbox.execute import run_handler  # noqa: E402
 from sandbox.jail import Jail  # noqa: E402
 from sandbox.runner import ActionRequest  # noqa: E402
 
-SOURCE = '''\
-BLOCKED_DOMAINS = ("mailinator.com", "guerrillamail.com", "10minutemail.com")
-
-
-def on_execute_post_challenge(event, api):
-    email = (event.user.email or "").lower()
-    domain = email.rpartition("@")[2]
-    if domain in BLOCKED_DOMAINS:
-        print("blocked a password reset for a " + domain + " address")
-        api.access.deny("Password resets are not available for " + domain + " addresses.")
-'''
+# The deny-by-domain example action, as a tenant would upload it.
+SOURCE = (REPO / "examples" / "deny_by_email_domain.py").read_text(encoding="utf-8")
 
 EVENT = {
     "user": {"user_id": "auth0|65a1f0c2e4b0a1b2c3d4e5f6", "email": "throwaway.user@mailinator.com",

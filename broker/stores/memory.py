@@ -53,10 +53,7 @@ class MemoryActionRegistry:
         self, tenant: str, name: str, source: str, secrets: Mapping[str, str]
     ) -> ActionVersion:
         """See `ActionRegistry.add_version`."""
-        policy.check_name(tenant, "tenant")
-        policy.check_name(name, "name")
-        policy.check_source(source, self.limits)
-        secrets_copy = policy.check_secrets(secrets, self.limits)
+        secrets_copy, digest = policy.check_upload(tenant, name, source, secrets, self.limits)
         with self._lock:
             kept = self._kept.get((tenant, name), {})
             bound = policy.bound_versions(self._bindings.get(tenant, {}).values(), name)
@@ -64,7 +61,6 @@ class MemoryActionRegistry:
             self._kept[(tenant, name)] = kept
             self._tenants.add(tenant)
             version = self._last.get((tenant, name), 0) + 1
-            digest = policy.source_hash(source)
             meta = ActionVersion(tenant, name, version, digest, self._clock_ms())
             for old in dropped:
                 del kept[old]

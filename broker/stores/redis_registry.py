@@ -53,11 +53,7 @@ class RedisActionRegistry:
         self, tenant: str, name: str, source: str, secrets: Mapping[str, str]
     ) -> ActionVersion:
         """See `ActionRegistry.add_version`."""
-        policy.check_name(tenant, "tenant")
-        policy.check_name(name, "name")
-        policy.check_source(source, self.limits)
-        secrets_copy = policy.check_secrets(secrets, self.limits)
-        digest = policy.source_hash(source)
+        secrets_copy, digest = policy.check_upload(tenant, name, source, secrets, self.limits)
         k_actions = keys.actions(self.prefix, tenant)
         k_meta = keys.action_meta(self.prefix, tenant, name)
         k_src = keys.action_source(self.prefix, tenant, name)

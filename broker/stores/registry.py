@@ -153,6 +153,17 @@ def check_secrets(secrets: object, limits: Limits) -> dict[str, str]:
     return bound.check_secrets(secrets, source="upload", limits=limits)
 
 
+def check_upload(
+    tenant: object, name: object, source: object, secrets: object, limits: Limits
+) -> tuple[dict[str, str], str]:
+    """Every check of `ActionRegistry.add_version`'s arguments; returns (a plain copy of the
+    secrets, the source's sha256). Raises InvalidInput / LimitExceeded naming the field."""
+    check_name(tenant, "tenant")
+    check_name(name, "name")
+    checked = check_source(source, limits)
+    return check_secrets(secrets, limits), source_hash(checked)
+
+
 def wall_ms() -> int:
     """Milliseconds since the epoch (the default clock of `created_at_ms`)."""
     return time.time_ns() // 1_000_000
