@@ -66,7 +66,10 @@ def test_sigkill_of_a_worker_mid_run_loses_no_job_and_applies_no_cache_write_twi
             job.wait()
         victim = workers[1]
         _wait_for_busy_pool_process(victim)  # so a job is surely in flight there (not yet acked)
-        victim.kill()  # the whole process group at once: main process and pool process
+        # The whole process group at once: main process and pool process. The kill lands anywhere
+        # in the victim's cycle, often just after it took its next job off the queue: that job
+        # must be registered as unacknowledged already (broker/fetch.lua) or it is lost for good.
+        victim.kill()
 
         served: dict[str, int] = {}
         for t, _j, job in pending:
