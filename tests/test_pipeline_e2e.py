@@ -23,19 +23,9 @@ from sandbox.errors import (
     UnknownAction, UnknownTenant,
 )
 from sandbox.resume import ResumeSigner, load_key
-from tests.support.workers import TEST_SECRET_KEY, WorkerProcess, deployment
+from tests.support.workers import COUNTER, TEST_SECRET_KEY, WorkerProcess, deployment
 
 pytestmark = pytest.mark.redis
-
-# Counts its own executions in the cache (one key per correlation id) and says whose secret it saw.
-COUNTER = '''
-def on_execute_post_challenge(event, api):
-    key = "n-" + event.transaction.correlation_id
-    record = api.cache.get(key)
-    count = int(record.value) + 1 if record else 1
-    api.cache.set(key, str(count), ttl=3600000)
-    api.transaction.set_result_url("https://done.example/" + event.secrets.who, {"count": str(count)})
-'''
 
 REDIRECT = '''
 def on_execute_post_challenge(event, api):

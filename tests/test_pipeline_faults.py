@@ -18,18 +18,10 @@ import pytest
 from broker.client import ActionRunnerClient
 from sandbox.errors import ExecutionTimeout
 from tests.support.redis_server import PrivateRedis, cleanup_private, redis_server_binary
-from tests.support.workers import WorkerProcess, deployment
+from tests.support.workers import COUNTER, WorkerProcess, deployment
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-COUNTER = '''
-def on_execute_post_challenge(event, api):
-    key = "n-" + event.transaction.correlation_id
-    record = api.cache.get(key)
-    count = int(record.value) + 1 if record else 1
-    api.cache.set(key, str(count), ttl=3600000)
-    api.transaction.set_result_url("https://done.example/" + event.secrets.who, {"count": str(count)})
-'''
 
 BUSY = '''
 def on_execute_post_challenge(event, api):

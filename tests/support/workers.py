@@ -25,6 +25,17 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 TEST_SECRET_KEY = "ab" * 32
 
+# An action that counts its own executions in the cache (one key per correlation id) and says whose
+# secret it saw: a job whose cache writes were applied twice reads 2.
+COUNTER = '''
+def on_execute_post_challenge(event, api):
+    key = "n-" + event.transaction.correlation_id
+    record = api.cache.get(key)
+    count = int(record.value) + 1 if record else 1
+    api.cache.set(key, str(count), ttl=3600000)
+    api.transaction.set_result_url("https://done.example/" + event.secrets.who, {"count": str(count)})
+'''
+
 
 def worker_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
     """The environment a test worker (and a test client in a subprocess) runs with."""
