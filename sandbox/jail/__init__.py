@@ -1,7 +1,8 @@
 """The process jail: the isolation boundary that holds when the language policy fails.
 
 `Jail` (an `ActionRunner`) owns one fork server and forks one jailed child per request; see jail.py
-for the design, child.py for the child's set-up checklist, and docs/README-jail.md for the layers.
+for the design, child.py for the child's set-up checklist, and README.md ("Isolation: the
+layers") for what each layer stops.
 """
 
 from __future__ import annotations
