@@ -194,7 +194,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     try:
-        with Jail(limits) as runner:
+        with Jail.from_env(limits) as runner:
             _, diagnostics = _source_diagnostics(args.action, runner, limits)
     except InvalidInput as exc:
         return _fail(str(exc))
@@ -212,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     try:
-        with Jail(limits) as runner:
+        with Jail.from_env(limits) as runner:
             result, cache_path, cache = _run(args, runner, limits)
     except (JailUnavailable, JailBroken) as exc:
         return _fail(str(exc), 3)

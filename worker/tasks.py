@@ -69,7 +69,7 @@ class Runtime:
             if self._jail is None:
                 from sandbox.jail import Jail
 
-                self._jail = Jail(self.settings.limits)
+                self._jail = Jail.from_env(self.settings.limits)
             return self._jail
 
 

@@ -47,6 +47,8 @@ _START_TIMEOUT_SECONDS = 60.0
 # declares the fork server stuck and replaces it.
 _REPORT_GRACE_SECONDS = 10.0
 _CLOSE_WAIT_SECONDS = 5.0
+# The operator's switch for strict mode (see `Jail.from_env`).
+STRICT_VARIABLE = "ACTIONRUNNER_JAIL_STRICT"
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,18 @@ class Jail:
         self._server: _Server | None = None
         self._warned = False
         self._closed = False
+
+    @classmethod
+    def from_env(cls, limits: Limits = DEFAULT_LIMITS,
+                 environ: dict[str, str] | None = None) -> Jail:
+        """A Jail whose strictness an operator sets: strict unless `ACTIONRUNNER_JAIL_STRICT` is
+        `0`/`false`/`no` (then every refused layer is logged once and the jail runs without it).
+        Raises InvalidInput naming the variable for any other value."""
+        env = os.environ if environ is None else environ
+        value = env.get(STRICT_VARIABLE, "true").strip().lower()
+        if value not in ("1", "true", "yes", "0", "false", "no"):
+            raise InvalidInput(f"must be true or false, not {value!r}", source=STRICT_VARIABLE)
+        return cls(limits, strict=value in ("1", "true", "yes"))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
