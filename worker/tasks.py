@@ -30,8 +30,8 @@ from pydantic import ValidationError
 
 from broker.replies import error_reply, push_reply, result_reply
 from sandbox.errors import (
-    ActionRunnerError, CompileFailed, InvalidEvent, InvalidInput, LimitExceeded, ResumeRefused,
-    WorkerError,
+    ActionRunnerError, CompileFailed, InvalidEvent, InvalidInput, JailBroken, JailUnavailable,
+    LimitExceeded, ResumeRefused, WorkerError,
 )
 from sandbox.models import JobInput, Result
 
@@ -228,7 +228,7 @@ def run_job(rt: Runtime, payload: Any, *, worker: str, redelivered: bool = False
         )
         return result_reply(committed, worker)
     except ActionRunnerError as exc:
-        if isinstance(exc, WorkerError) or type(exc).__name__ in ("JailBroken", "JailUnavailable"):
+        if isinstance(exc, (WorkerError, JailBroken, JailUnavailable)):
             log.error("job failed on the worker: %s", exc)
         return error_reply(exc, worker)
 
