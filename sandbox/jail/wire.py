@@ -86,7 +86,8 @@ def send_json(sock: socket.socket, message: dict[str, Any]) -> None:
     send_frame(sock, json.dumps(message, separators=(",", ":")).encode("utf-8"))
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+def _recv_filled(sock: socket.socket, size: int) -> bytearray:
+    """A fresh bytearray of exactly `size` bytes from `sock`; WireError on EOF first."""
     buffer = bytearray(size)
     view = memoryview(buffer)
     received = 0
@@ -95,7 +96,11 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
         if count == 0:
             raise WireError(f"peer closed the connection ({received} of {size} bytes received)")
         received += count
-    return bytes(buffer)
+    return buffer
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    return bytes(_recv_filled(sock, size))
 
 
 def recv_frame(sock: socket.socket, max_bytes: int) -> bytes:
@@ -117,15 +122,7 @@ def recv_frame_buffer(sock: socket.socket, max_bytes: int) -> bytearray:
     (size,) = _LENGTH.unpack(_recv_exactly(sock, _LENGTH.size))
     if size > max_bytes:
         raise WireError(f"frame of {size} bytes exceeds the {max_bytes}-byte maximum")
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    received = 0
-    while received < size:
-        count = sock.recv_into(view[received:], size - received)
-        if count == 0:
-            raise WireError(f"peer closed the connection ({received} of {size} bytes received)")
-        received += count
-    return buffer
+    return _recv_filled(sock, size)
 
 
 def wipe(buffer: bytearray) -> None:
